@@ -1,0 +1,112 @@
+"""Stage 3: grounded, streamed answers with numbered citations, and follow-up query rewriting."""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Iterator, Sequence
+
+import torch
+
+from . import prompts
+from .inputs import Prompt, encode
+from .items import Hit
+from .models import LoadedModel
+
+CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+
+# Words that make a question lean on earlier turns ("what colour is *it*?").
+_REFERRING = frozenset(
+    "it its it's they them their theirs this that these those he him his she her hers there one ones "
+    "former latter above previous earlier same else also more another other".split())
+
+
+def parse_citations(text: str, num_sources: int) -> list[int]:
+    """Source numbers cited as [n], [n, m] or [n][m], in first-mention order, within 1..num_sources."""
+    cited: list[int] = []
+    for group in CITATION.findall(text):
+        for number in re.split(r"\s*[,;]\s*", group):
+            value = int(number)
+            if 1 <= value <= num_sources and value not in cited:
+                cited.append(value)
+    return cited
+
+
+def needs_rewrite(question: str, history: Sequence[dict]) -> bool:
+    """A follow-up needs a standalone query when it refers back (pronouns) or is very short."""
+    if not any(turn.get("role") == "user" for turn in history):
+        return False
+    words = re.findall(r"[a-z']+", question.lower())
+    return len(words) < 4 or any(word in _REFERRING for word in words)
+
+
+def source_prompt(hits: Sequence[Hit], question: str, history: Sequence[dict], vision: bool,
+                  max_source_chars: int, max_images_per_source: int) -> Prompt:
+    """Numbered sources (media and text) then the question, in one user turn."""
+    images = []
+    lines = []
+    for number, hit in enumerate(hits, start=1):
+        item = hit.item
+        lines.append(prompts.source_header(number, item.label))
+        if vision and item.images:
+            media = item.open_images()
+            if len(media) > max_images_per_source:
+                step = len(media) / max_images_per_source
+                media = [media[int(i * step)] for i in range(max_images_per_source)]
+            images.extend(media)
+        if item.text:
+            lines.append(item.text[:max_source_chars])
+        lines.append("")
+    text = "Sources:\n" + "\n".join(lines) + prompts.answer_question(question)
+    # Media come first in the user turn; the numbered headers tell the model which is which.
+    return Prompt(text=text, images=images, system=prompts.ANSWER_SYSTEM, history=list(history))
+
+
+def stream_generate(lm: LoadedModel, prompt: Prompt, max_new_tokens: int, max_image_side: int,
+                    repetition_penalty: float = 1.05) -> Iterator[str]:
+    """Yield decoded text pieces as the model writes them (generation runs in a worker thread)."""
+    from transformers import TextIteratorStreamer
+
+    inputs = encode(lm, [prompt], max_image_side=max_image_side, with_positions=False)
+    streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():
+                lm.model.generate(**inputs, streamer=streamer, max_new_tokens=max_new_tokens, do_sample=False,
+                                  repetition_penalty=repetition_penalty, pad_token_id=lm.tokenizer.pad_token_id)
+        except BaseException as error:  # surfaced in the caller's thread below
+            failure.append(error)
+            streamer.end()
+
+    worker = threading.Thread(target=run, name="freeret-generate", daemon=True)
+    worker.start()
+    for piece in streamer:
+        if piece:
+            yield piece
+    worker.join()
+    if failure:
+        raise failure[0]
+
+
+def generate_text(lm: LoadedModel, prompt: Prompt, max_new_tokens: int, max_image_side: int = 1024) -> str:
+    return "".join(stream_generate(lm, prompt, max_new_tokens, max_image_side)).strip()
+
+
+def clean_rewrite(raw: str) -> str:
+    """First line of the model's reply, without a 'Query:' label or quotes."""
+    line = raw.strip().splitlines()[0] if raw.strip() else ""
+    line = re.sub(r"^(standalone\s+)?(search\s+)?(query|question)\s*:\s*", "", line, flags=re.I)
+    return line.strip().strip('"\'`').strip()
+
+
+def rewrite_prompt(question: str, history: Sequence[dict], max_turns: int = 6) -> Prompt:
+    transcript = "\n".join(f"{turn['role']}: {str(turn['content'])[:500]}" for turn in history[-max_turns:])
+    return Prompt(text=f"Conversation:\n{transcript}\nuser: {question}\n\n{prompts.REWRITE_INSTRUCTION}")
+
+
+def fallback_query(question: str, history: Sequence[dict]) -> str:
+    """When the model gives no usable rewrite: last user question plus this one (keeps lexical cues)."""
+    previous = next((str(turn["content"]) for turn in reversed(history) if turn.get("role") == "user"), "")
+    return f"{previous} {question}".strip()

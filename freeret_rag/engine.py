@@ -1,0 +1,175 @@
+"""`FreeRet`: one loaded MLLM that embeds, reranks and answers (the public engine API)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from . import answer as answering
+from . import prompts
+from .embed import EmbedPoint, embed_prompts
+from .errors import UnsupportedModalityError
+from .inputs import Prompt
+from .items import Answer, Hit, Item, Query, open_image
+from .models import LoadedModel, load_model
+from .rerank import match_probabilities
+
+_MODALITY_OF_KIND = {"text": None, "image": "image", "pdf_page": "image", "video_segment": "video"}
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Knobs of the method. Defaults follow METHOD.md; the others exist for ablations.
+
+    - `embed_point`: "attn" (h_attn_L, the method), "final" or "mean" (baselines).
+    - `priors`: explicit priors in the embedding prompt, or E5-V's one-word summary.
+    - `rerank_framing`: "choice" (neutral A/B, the method) or "yesno" (baseline).
+    - `rerank_swap`: also score with the options swapped and average (2x cost, less position bias).
+    - `max_image_side`: longest image side given to the model (tokens grow with pixels).
+    - `max_text_chars`: item text kept in embedding and rerank prompts.
+    """
+
+    embed_point: EmbedPoint = "attn"
+    priors: bool = True
+    rerank_framing: prompts.RerankFraming = "choice"
+    rerank_swap: bool = False
+    batch_size: int = 8
+    max_image_side: int = 1024
+    max_text_chars: int = 1500
+    max_new_tokens: int = 384
+    max_source_chars: int = 1200
+    max_images_per_source: int = 2
+
+
+class FreeRet:
+    """Retriever, reranker and answerer from one off-the-shelf model; no weight is changed.
+
+    Thread-safe: model calls are serialised by a lock, so a UI may call it from several threads.
+    """
+
+    def __init__(self, lm: LoadedModel, settings: EngineSettings = EngineSettings()) -> None:
+        self.lm = lm
+        self.settings = settings
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_pretrained(cls, model: str | Path, device: str | None = None, dtype: str | None = None,
+                        **settings) -> "FreeRet":
+        """Load a hub id, a local folder or a .gguf file. Extra keywords set `EngineSettings`."""
+        return cls(load_model(model, device=device, dtype=dtype), EngineSettings(**settings))
+
+    # -- what the model is ---------------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        return self.lm.model_id
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return self.lm.capabilities
+
+    @property
+    def prompt_version(self) -> str:
+        """Identifies the embedding space: prompts plus the ablation knobs that change vectors."""
+        s = self.settings
+        suffix = "" if (s.embed_point, s.priors) == ("attn", True) else f"+{s.embed_point}{'' if s.priors else '-nopriors'}"
+        return prompts.PROMPT_VERSION + suffix
+
+    def supports(self, item: Item) -> bool:
+        """False when the item has media the model cannot see (text-only model, image item)."""
+        modality = _MODALITY_OF_KIND[item.kind]
+        return not item.images or modality is None or modality in self.capabilities
+
+    def _check(self, item: Item) -> None:
+        if not self.supports(item):
+            raise UnsupportedModalityError(
+                f"{self.model_id} is a text-only model and cannot read {item.kind.replace('_', ' ')} "
+                f"'{item.label}'; load a vision-language model to index images, pages as images and video")
+
+    # -- prompts -------------------------------------------------------------------------------
+    def _item_prompt(self, item: Item) -> Prompt:
+        self._check(item)
+        text = prompts.item_text_block(item.kind, item.text[: self.settings.max_text_chars])
+        return Prompt(text=text + prompts.embed_instruction(item.kind, self.settings.priors),
+                      images=item.open_images(), as_video=item.kind == "video_segment")
+
+    def _query_prompt(self, query: Query | str) -> Prompt:
+        query = Query(query) if isinstance(query, str) else query
+        images = [open_image(query.image)] if query.image is not None else []
+        if images and "image" not in self.capabilities:
+            raise UnsupportedModalityError(f"{self.model_id} is a text-only model and cannot read the query image")
+        text = f"Query: {query.text}\n" if query.text else ""
+        return Prompt(text=text + prompts.embed_instruction("query", self.settings.priors), images=images)
+
+    # -- Stage 1 -------------------------------------------------------------------------------
+    def embed(self, items: Sequence[Item], batch_size: int | None = None) -> np.ndarray:
+        """(n, hidden) float32 unit vectors. Raises UnsupportedModalityError before any work."""
+        prompts_ = [self._item_prompt(item) for item in items]
+        with self._lock:
+            return embed_prompts(self.lm, prompts_, self.settings.embed_point,
+                                 batch_size or self.settings.batch_size, self.settings.max_image_side)
+
+    def embed_query(self, query: Query | str) -> np.ndarray:
+        with self._lock:
+            return embed_prompts(self.lm, [self._query_prompt(query)], self.settings.embed_point, 1,
+                                 self.settings.max_image_side)[0]
+
+    # -- Stage 2 -------------------------------------------------------------------------------
+    def _rerank_prompt(self, query: Query, item: Item, swap: bool) -> Prompt:
+        images = item.open_images() if "image" in self.capabilities else []
+        question = prompts.rerank_question(query.text, item.kind, item.text[: self.settings.max_text_chars],
+                                           self.settings.rerank_framing, swap)
+        if query.image is not None:
+            images = [open_image(query.image), *images]
+            question = "The first image belongs to the query.\n" + question
+        return Prompt(text=question, images=images, as_video=item.kind == "video_segment" and query.image is None)
+
+    def rerank(self, query: Query | str, hits: Sequence[Hit], batch_size: int | None = None) -> list[Hit]:
+        """Score every hit by p(match) and return them best first (K pairs, batched)."""
+        if not hits:
+            return []
+        query = Query(query) if isinstance(query, str) else query
+        labels = prompts.RERANK_LABELS[self.settings.rerank_framing]
+        size = batch_size or self.settings.batch_size
+        with self._lock:
+            scores = match_probabilities(self.lm, [self._rerank_prompt(query, hit.item, False) for hit in hits],
+                                         labels, size, self.settings.max_image_side)
+            if self.settings.rerank_swap and self.settings.rerank_framing == "choice":
+                swapped = match_probabilities(self.lm, [self._rerank_prompt(query, hit.item, True) for hit in hits],
+                                              labels[::-1], size, self.settings.max_image_side)
+                scores = (scores + swapped) / 2
+        scored = [replace(hit, rerank_score=float(score)) for hit, score in zip(hits, scores)]
+        return sorted(scored, key=lambda hit: hit.rerank_score, reverse=True)
+
+    # -- Stage 3 -------------------------------------------------------------------------------
+    def standalone_query(self, question: str, history: Sequence[dict] = ()) -> str:
+        """A follow-up rewritten to stand alone for retrieval; the question itself if it already does."""
+        if not answering.needs_rewrite(question, history):
+            return question
+        with self._lock:
+            rewritten = answering.clean_rewrite(
+                answering.generate_text(self.lm, answering.rewrite_prompt(question, history), max_new_tokens=48))
+        if not rewritten or len(rewritten) > 4 * len(question) + 200:
+            return answering.fallback_query(question, history)
+        return rewritten
+
+    def answer_stream(self, question: str, sources: Sequence[Hit], history: Sequence[dict] = ()) -> Iterator[str]:
+        """Yield the answer text as it grows; `[n]` cites `sources[n - 1]`."""
+        s = self.settings
+        prompt = answering.source_prompt(sources, question, history, "image" in self.capabilities,
+                                         s.max_source_chars, s.max_images_per_source)
+        with self._lock:
+            text = ""
+            for piece in answering.stream_generate(self.lm, prompt, s.max_new_tokens, s.max_image_side):
+                text += piece
+                yield text
+
+    def answer(self, question: str, sources: Sequence[Hit], history: Sequence[dict] = ()) -> Answer:
+        text = ""
+        for text in self.answer_stream(question, sources, history):
+            pass
+        return Answer(text=text.strip(), sources=list(sources), cited=answering.parse_citations(text, len(sources)),
+                      retrieval_query=question)

@@ -1,0 +1,127 @@
+"""Turn prompts (text, images, history) into padded model inputs, for any loaded model.
+
+All three stages go through here, so every family is prompted the same way: its own chat
+template, media before text in the user turn, left padding, and the generation prompt appended
+so the read-out position is where the model would start answering.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import torch
+from PIL import Image
+
+from .errors import UnsupportedModalityError
+from .models import LoadedModel
+
+
+@dataclass
+class Prompt:
+    """One conversation to run: optional system line and text history, then a user turn."""
+
+    text: str
+    images: list[Image.Image] = field(default_factory=list)
+    as_video: bool = False
+    system: str | None = None
+    history: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def signature(self) -> tuple[int, bool]:
+        """Prompts with the same media layout batch together (processors dislike ragged media)."""
+        return len(self.images), self.as_video
+
+
+def downscale(image: Image.Image, max_side: int) -> Image.Image:
+    """Cap the longest side: the model's token count (and memory) grows with the pixel count."""
+    if max(image.size) <= max_side:
+        return image
+    scale = max_side / max(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+
+
+def sample_frames(frames: Sequence[Image.Image], limit: int, even: bool) -> list[Image.Image]:
+    """Evenly keep at most `limit` frames; native video needs an even count (2-frame patches)."""
+    frames = list(frames)
+    if len(frames) > limit:
+        step = len(frames) / limit
+        frames = [frames[int(i * step)] for i in range(limit)]
+    if even and len(frames) % 2:
+        frames.append(frames[-1])
+    return frames
+
+
+def _messages(lm: LoadedModel, prompt: Prompt) -> list[dict[str, Any]]:
+    vision = lm.processor is not None
+
+    def text_content(text: str) -> Any:
+        # VLM templates iterate over typed content parts; plain LLM templates expect a string.
+        return [{"type": "text", "text": text}] if vision else text
+
+    messages: list[dict[str, Any]] = []
+    if prompt.system:
+        messages.append({"role": "system", "content": text_content(prompt.system)})
+    for turn in prompt.history:
+        messages.append({"role": turn["role"], "content": text_content(str(turn["content"]))})
+    if vision:
+        user = lm.adapter.user_content(prompt.text, len(prompt.images), prompt.as_video)
+    elif prompt.images:
+        raise UnsupportedModalityError(
+            f"{lm.model_id} is a text-only model and cannot read images or video frames; "
+            "load a vision-language model (e.g. --model Qwen/Qwen2-VL-2B-Instruct) to use them")
+    else:
+        user = prompt.text
+    messages.append({"role": "user", "content": user})
+    return messages
+
+
+def render(lm: LoadedModel, prompt: Prompt) -> str:
+    """The prompt as the model will read it (with the generation prompt), for tests and logs."""
+    templater = lm.processor if lm.processor is not None else lm.tokenizer
+    return templater.apply_chat_template(_messages(lm, prompt), add_generation_prompt=True, tokenize=False)
+
+
+def encode(lm: LoadedModel, prompts: Sequence[Prompt], max_image_side: int = 1024,
+           with_positions: bool = True) -> dict[str, torch.Tensor]:
+    """Encode prompts of one media signature into one left-padded batch on the model's device.
+
+    `with_positions` adds explicit position ids for decoders that need them under left padding
+    (the adapter says which); generation computes its own and must not get them.
+    """
+    texts = [render(lm, prompt) for prompt in prompts]
+    if lm.processor is None:
+        batch = lm.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+    else:
+        images: list[list[Image.Image]] = []
+        videos: list[list[Image.Image]] = []
+        native = lm.adapter.video_mode == "native"
+        for prompt in prompts:
+            media = [downscale(image, max_image_side) for image in prompt.images]
+            if prompt.as_video:
+                media = sample_frames(media, lm.adapter.max_video_frames, even=native)
+            (videos if prompt.as_video and native else images).append(media)
+            (images if prompt.as_video and native else videos).append([])
+        batch = lm.processor(text=texts, **lm.adapter.processor_media(images, videos), padding=True,
+                             return_tensors="pt")
+    inputs = {key: value.to(lm.device) for key, value in batch.items() if isinstance(value, torch.Tensor)}
+    for key, value in inputs.items():
+        if value.is_floating_point():
+            inputs[key] = value.to(lm.dtype)
+    if with_positions:
+        positions = lm.adapter.position_ids(inputs["attention_mask"])
+        if positions is not None:
+            inputs["position_ids"] = positions
+    return inputs
+
+
+def batches(prompts: Sequence[Prompt], batch_size: int) -> Iterator[tuple[list[int], list[Prompt]]]:
+    """Group prompts by media signature, then chunk; yields original indices with each batch."""
+    groups: dict[tuple[int, bool], list[int]] = defaultdict(list)
+    for index, prompt in enumerate(prompts):
+        groups[prompt.signature].append(index)
+    for indices in groups.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            yield chunk, [prompts[i] for i in chunk]
