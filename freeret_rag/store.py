@@ -1,0 +1,334 @@
+"""Where vectors live: one Chroma collection per (model, prompt version), a BM25 index beside it, and
+reciprocal rank fusion of the two rankings.
+
+Crash safety lives here too. A document's items are written with `complete=False` and flipped to
+`complete=True` (with the item count) in one update once all of them are stored; searches and listings
+only see complete items, and `purge_incomplete` removes what a crash left behind. Chroma is the only
+source of truth, so the same rules hold for the embedded client and for a Chroma server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+from urllib.parse import urlparse
+
+import bm25s
+import numpy as np
+
+from .items import Hit, Item, ItemKind
+
+COLLECTION_PREFIX = "freeret-"
+RRF_K = 60
+_PAGE = 5000  # Chroma get() page size: servers cap a request's batch size
+# Metadata written on every item besides Item.to_metadata(): what the document is and where it came from.
+DOC_FIELDS = ("content_hash", "path", "file_type", "model_id", "prompt_version", "added_at")
+
+
+def connect(data_dir: Path, chroma_url: str | None = None):
+    """An embedded PersistentClient under `data_dir/chroma`, or an HttpClient for a server URL."""
+    import chromadb
+    from chromadb.config import Settings
+
+    # _env_file=None: Chroma's settings would otherwise read a `.env` in whatever folder we run from.
+    settings = Settings(anonymized_telemetry=False, _env_file=None)
+    if chroma_url:
+        url = urlparse(chroma_url if "://" in chroma_url else f"http://{chroma_url}")
+        ssl = url.scheme == "https"
+        return chromadb.HttpClient(host=url.hostname or "localhost", port=url.port or (443 if ssl else 8000),
+                                   ssl=ssl, settings=settings)
+    path = Path(data_dir) / "chroma"
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=settings)
+
+
+def collection_name(model_id: str, prompt_version: str) -> str:
+    """Readable and unique: a slug of the model name plus a hash of (model, prompt version).
+
+    Chroma wants 3-63 characters of [a-zA-Z0-9._-], starting and ending with a letter or digit.
+    """
+    digest = hashlib.sha256(f"{model_id}\0{prompt_version}".encode()).hexdigest()[:10]
+    base = re.split(r"[\\/]", model_id.rstrip("/\\"))[-1] or "model"
+    slug = re.sub(r"[^a-zA-Z0-9]+", "-", base).strip("-")[:40] or "model"
+    return f"{COLLECTION_PREFIX}{slug}-{digest}"
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """One collection of this app: which embedding space it holds and whether it is usable."""
+
+    name: str
+    model_id: str
+    prompt_version: str
+    status: str  # "active": the library's index; "building": a re-index in progress
+    count: int
+
+
+def list_indexes(client) -> list[IndexInfo]:
+    out = []
+    for collection in client.list_collections():
+        name = collection if isinstance(collection, str) else collection.name
+        if not name.startswith(COLLECTION_PREFIX):
+            continue
+        col = client.get_collection(name, embedding_function=None)
+        meta = col.metadata or {}
+        out.append(IndexInfo(name, meta.get("model_id", "?"), meta.get("prompt_version", "?"),
+                             meta.get("status", "active"), col.count()))
+    return out
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    """One indexed file, as `list` shows it."""
+
+    doc_id: str
+    source: str
+    path: str
+    file_type: str
+    items: int
+    content_hash: str
+    added_at: float
+    model_id: str
+    prompt_version: str
+
+
+def rrf(rankings: Sequence[Sequence[str]], k: int = RRF_K, weights: Sequence[float] | None = None) -> dict[str, float]:
+    """Reciprocal rank fusion: sum over rankings of weight / (k + rank), ranks 1-based.
+
+    Rank-based, so cosine similarities and BM25 scores need no calibration against each other.
+    """
+    weights = weights or [1.0] * len(rankings)
+    fused: dict[str, float] = {}
+    for ranking, weight in zip(rankings, weights):
+        for rank, key in enumerate(ranking, start=1):
+            fused[key] = fused.get(key, 0.0) + weight / (k + rank)
+    return fused
+
+
+def lexical_text(source: str, text: str) -> str:
+    """What BM25 indexes for an item: its file name (split at _ - .) and its text."""
+    return f"{re.sub(r'[_.-]+', ' ', source)}\n{text}"
+
+
+def _tokenize(texts: list[str]) -> list[list[str]]:
+    return bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
+
+
+class LexicalIndex:
+    """BM25 (bm25s) over complete items. Rebuilt lazily after changes (10k items: under 1 s) so that
+    a batch of additions costs one rebuild; searches read an immutable snapshot, so they are safe
+    from any thread."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str, str, str]] = {}  # item_id -> (text, kind, doc_id)
+        self._lock = threading.Lock()
+        self._snapshot: tuple[bm25s.BM25, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, entries: Iterable[tuple[str, str, str, str]]) -> None:
+        """Add or replace (item_id, text, kind, doc_id) entries."""
+        with self._lock:
+            for item_id, text, kind, doc_id in entries:
+                self._entries[item_id] = (text, kind, doc_id)
+            self._snapshot = None
+
+    def remove_documents(self, doc_ids: Iterable[str]) -> None:
+        doc_ids = set(doc_ids)
+        with self._lock:
+            self._entries = {key: value for key, value in self._entries.items() if value[2] not in doc_ids}
+            self._snapshot = None
+
+    def _current(self):
+        with self._lock:
+            if self._snapshot is None and self._entries:
+                ids = list(self._entries)
+                texts, kinds, docs = zip(*(self._entries[i] for i in ids))
+                bm25 = bm25s.BM25()
+                bm25.index(_tokenize(list(texts)), show_progress=False)
+                self._snapshot = (bm25, np.array(ids), np.array(kinds), np.array(docs))
+            return self._snapshot
+
+    def search(self, text: str, n: int, kinds: Sequence[str] | None = None,
+               doc_ids: Sequence[str] | None = None) -> list[tuple[str, float]]:
+        """Top-n (item_id, BM25 score), best first; items sharing no term with the query are left out."""
+        snapshot = self._current()
+        if snapshot is None or not text.strip():
+            return []
+        bm25, ids, item_kinds, item_docs = snapshot
+        tokens = [t for t in _tokenize([text])[0] if t in bm25.vocab_dict]
+        if not tokens:
+            return []
+        mask = np.ones(len(ids), dtype=np.float32)
+        if kinds:
+            mask *= np.isin(item_kinds, list(kinds))
+        if doc_ids:
+            mask *= np.isin(item_docs, list(doc_ids))
+        found, scores = bm25.retrieve([tokens], k=min(n, len(ids)), weight_mask=mask, show_progress=False,
+                                      n_threads=0)
+        return [(str(ids[i]), float(s)) for i, s in zip(found[0], scores[0]) if s > 0]
+
+
+def _where(*conditions: dict[str, Any] | None) -> dict[str, Any]:
+    present = [c for c in conditions if c]
+    return present[0] if len(present) == 1 else {"$and": present}
+
+
+def _item_order(item: Item) -> tuple:
+    return (item.page or 0, item.t_start or 0.0, item.chunk or 0, item.item_id)
+
+
+class Store:
+    """One embedding space: a Chroma collection plus its lexical index and an in-memory view of its
+    complete items (for listings and lexical hits)."""
+
+    def __init__(self, client, model_id: str, prompt_version: str, status: str = "active") -> None:
+        self.client = client
+        self.model_id = model_id
+        self.prompt_version = prompt_version
+        self.name = collection_name(model_id, prompt_version)
+        self.collection = client.get_or_create_collection(
+            self.name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
+            metadata=self._meta(status))
+        self.lexical = LexicalIndex()
+        self._items: dict[str, tuple[dict[str, Any], str]] = {}  # complete items: id -> (metadata, text)
+        self._lock = threading.Lock()
+        self._load()
+
+    def _meta(self, status: str) -> dict[str, str]:
+        return {"model_id": self.model_id, "prompt_version": self.prompt_version, "status": status}
+
+    @property
+    def status(self) -> str:
+        return (self.collection.metadata or {}).get("status", "active")
+
+    def set_status(self, status: str) -> None:
+        self.collection.modify(metadata=self._meta(status))
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _get(self, where: dict[str, Any], include: list[str]) -> Iterable[tuple[str, dict, str]]:
+        offset = 0
+        while True:
+            page = self.collection.get(where=where, include=include, limit=_PAGE, offset=offset)
+            metas = page.get("metadatas") or [{}] * len(page["ids"])
+            docs = page.get("documents") or [""] * len(page["ids"])
+            yield from zip(page["ids"], metas, docs)
+            if len(page["ids"]) < _PAGE:
+                return
+            offset += _PAGE
+
+    def _load(self) -> None:
+        self._remember((i, m, d or "") for i, m, d in self._get({"complete": True}, ["metadatas", "documents"]))
+
+    def _remember(self, rows: Iterable[tuple[str, dict, str]]) -> None:
+        rows = list(rows)
+        with self._lock:
+            for item_id, meta, text in rows:
+                self._items[item_id] = (meta, text)
+        self.lexical.add((i, lexical_text(m.get("source", ""), t), m["kind"], m["doc_id"]) for i, m, t in rows)
+
+    def _forget(self, doc_ids: set[str]) -> None:
+        with self._lock:
+            self._items = {k: v for k, v in self._items.items() if v[0]["doc_id"] not in doc_ids}
+        self.lexical.remove_documents(doc_ids)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def documents(self) -> list[DocumentInfo]:
+        """Complete documents, oldest first."""
+        with self._lock:
+            metas = [meta for meta, _ in self._items.values()]
+        counts = Counter(meta["doc_id"] for meta in metas)
+        first: dict[str, dict] = {}
+        for meta in metas:
+            first.setdefault(meta["doc_id"], meta)
+        docs = [DocumentInfo(doc_id=d, source=m.get("source", ""), items=counts[d],
+                             **{f: m.get(f, "" if f != "added_at" else 0.0) for f in DOC_FIELDS})
+                for d, m in first.items()]
+        return sorted(docs, key=lambda doc: (doc.added_at, doc.source))
+
+    def document(self, doc_id: str) -> DocumentInfo | None:
+        return next((doc for doc in self.documents() if doc.doc_id == doc_id), None)
+
+    def items(self, doc_id: str) -> list[Item]:
+        """A complete document's items in reading order (pages, time, chunks)."""
+        with self._lock:
+            rows = [(k, m, t) for k, (m, t) in self._items.items() if m["doc_id"] == doc_id]
+        return sorted((Item.from_metadata(k, m, t) for k, m, t in rows), key=_item_order)
+
+    # -- writing ---------------------------------------------------------------------------------
+    def put(self, items: Sequence[Item], vectors: np.ndarray, doc_fields: dict[str, Any]) -> None:
+        """Upsert items with their vectors, pending (invisible to search) until `commit`."""
+        if items:
+            self.collection.upsert(
+                ids=[item.item_id for item in items], embeddings=np.asarray(vectors, np.float32),
+                metadatas=[{**item.to_metadata(), **doc_fields, "complete": False} for item in items],
+                documents=[item.text for item in items])
+
+    def commit(self, doc_id: str) -> int:
+        """Make a document's pending items visible, all at once. Returns how many it has."""
+        rows = list(self._get({"doc_id": doc_id}, ["metadatas", "documents"]))
+        if not rows:
+            return 0
+        flip = {"complete": True, "n_items": len(rows)}
+        self.collection.update(ids=[row[0] for row in rows], metadatas=[flip] * len(rows))
+        self._remember((item_id, {**meta, **flip}, text or "") for item_id, meta, text in rows)
+        return len(rows)
+
+    def delete(self, doc_ids: Iterable[str]) -> None:
+        """Remove every item (pending or complete) of these documents."""
+        doc_ids = set(doc_ids)
+        if not doc_ids:
+            return
+        self.collection.delete(where={"doc_id": {"$in": sorted(doc_ids)}})
+        self._forget(doc_ids)
+
+    def purge_incomplete(self) -> set[str]:
+        """Delete documents a crash left half-written: pending items, or fewer items than committed."""
+        broken = {meta["doc_id"] for _, meta, _ in self._get({"complete": False}, ["metadatas"])}
+        with self._lock:
+            metas = [meta for meta, _ in self._items.values()]
+        counts = Counter(meta["doc_id"] for meta in metas)
+        broken |= {m["doc_id"] for m in metas if m.get("n_items", counts[m["doc_id"]]) != counts[m["doc_id"]]}
+        self.delete(broken)
+        return broken
+
+    # -- searching -------------------------------------------------------------------------------
+    def dense(self, vector: np.ndarray, n: int, kinds: Sequence[ItemKind] | None = None,
+              doc_ids: Sequence[str] | None = None) -> list[Hit]:
+        """Top-n complete items by cosine similarity (Chroma), filters applied inside the query."""
+        where = _where({"complete": True}, kinds and {"kind": {"$in": list(kinds)}},
+                       doc_ids and {"doc_id": {"$in": list(doc_ids)}})
+        result = self.collection.query(query_embeddings=[np.asarray(vector, np.float32)], n_results=n,
+                                       where=where, include=["metadatas", "documents", "distances"])
+        documents = (result.get("documents") or [[]])[0] or [""] * len(result["ids"][0])
+        return [Hit(Item.from_metadata(item_id, meta, text or ""), dense_score=1.0 - float(distance))
+                for item_id, meta, text, distance in zip(result["ids"][0], result["metadatas"][0], documents,
+                                                         result["distances"][0])]
+
+    def search(self, vector: np.ndarray | None, text: str, n: int, kinds: Sequence[ItemKind] | None = None,
+               doc_ids: Sequence[str] | None = None, weights: tuple[float, float] = (1.0, 1.0)) -> list[Hit]:
+        """Hybrid first stage: dense top-n and BM25 top-n, fused by RRF, best first (up to 2n hits)."""
+        hits: dict[str, Hit] = {}
+        if vector is not None:
+            hits = {hit.item.item_id: hit for hit in self.dense(vector, n, kinds, doc_ids)}
+        dense_ranking = list(hits)
+        lexical = self.lexical.search(text, n, kinds, doc_ids)
+        with self._lock:
+            for item_id, score in lexical:
+                if item_id in hits:
+                    hits[item_id].lexical_score = score
+                elif item_id in self._items:
+                    meta, item_text = self._items[item_id]
+                    hits[item_id] = Hit(Item.from_metadata(item_id, meta, item_text), lexical_score=score)
+        fused = rrf([dense_ranking, [item_id for item_id, _ in lexical]], weights=weights)
+        for item_id, hit in hits.items():
+            hit.fused_score = fused[item_id]
+        return sorted(hits.values(), key=lambda hit: hit.fused_score, reverse=True)

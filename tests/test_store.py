@@ -1,0 +1,174 @@
+"""Store, lexical index and fusion against raw vectors (no model): the contract the library builds on."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from freeret_rag.items import Item
+from freeret_rag.store import LexicalIndex, Store, collection_name, connect, list_indexes, rrf
+
+DIM = 16
+
+
+def unit(seed: int) -> np.ndarray:
+    vector = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def doc_items(doc_id: str, source: str, texts: list[str], kind: str = "pdf_page") -> list[Item]:
+    return [Item(kind=kind, text=text, item_id=f"{doc_id}:{n}", doc_id=doc_id, source=source,
+                 page=n + 1 if kind == "pdf_page" else None, thumbnail=f"/assets/{doc_id}/{n}.jpg")
+            for n, text in enumerate(texts)]
+
+
+def add_doc(store: Store, items: list[Item], seed: int = 0, commit: bool = True) -> np.ndarray:
+    vectors = np.stack([unit(seed + n) for n in range(len(items))])
+    store.put(items, vectors, {"content_hash": items[0].doc_id * 4, "path": f"/x/{items[0].source}",
+                               "file_type": "pdf", "model_id": store.model_id,
+                               "prompt_version": store.prompt_version, "added_at": 1.0})
+    if commit:
+        store.commit(items[0].doc_id)
+    return vectors
+
+
+@pytest.fixture()
+def client(tmp_path):
+    return connect(tmp_path)
+
+
+@pytest.fixture()
+def store(client):
+    return Store(client, "tiny/model", "p1")
+
+
+def test_collection_names_are_valid_for_chroma_and_distinct_per_space():
+    pattern = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,61}[a-zA-Z0-9]$")
+    names = {collection_name(model, version)
+             for model in ("Qwen/Qwen2-VL-2B-Instruct", "/tmp/some dir/tiny-model/", r"C:\models\x.gguf",
+                           "ü" * 200, "a" * 300, "")
+             for version in ("p1", "p2")}
+    assert len(names) == 12
+    assert all(pattern.match(name) and ".." not in name for name in names)
+    assert collection_name("m", "p1") == collection_name("m", "p1")
+
+
+def test_rrf_matches_hand_computed_scores():
+    fused = rrf([["a", "b", "c"], ["c", "a"]], k=60)
+    assert fused["a"] == pytest.approx(1 / 61 + 1 / 62)
+    assert fused["b"] == pytest.approx(1 / 62)
+    assert fused["c"] == pytest.approx(1 / 63 + 1 / 61)
+    assert max(fused, key=fused.get) == "a"
+    assert rrf([["a"], ["b"]], weights=[1.0, 2.0])["b"] == pytest.approx(2 / 61)
+    assert rrf([[], []]) == {}
+
+
+def test_lexical_index_finds_file_names_and_applies_filters():
+    index = LexicalIndex()
+    assert index.search("anything", 5) == []
+    index.add([("1", "shared mime info spec\nThe MIME database", "pdf_page", "d1"),
+               ("2", "LadyBird\n", "image", "d2"),
+               ("3", "garden photo\nflowers in the garden", "image", "d3")])
+    assert [i for i, _ in index.search("mime", 5)] == ["1"]
+    assert [i for i, _ in index.search("ladybird photo garden", 5)][0] == "3"
+    assert [i for i, _ in index.search("garden", 5, kinds=["pdf_page"])] == []
+    assert [i for i, _ in index.search("garden ladybird", 5, doc_ids=["d2"])] == ["2"]
+    assert index.search("the of and", 5) == []  # stopwords only: no lexical evidence at all
+    assert index.search("", 5) == []
+    index.remove_documents(["d3"])
+    assert index.search("garden", 5) == []
+
+
+def test_pending_items_are_invisible_until_commit(store):
+    items = doc_items("d1", "spec.pdf", ["mime types", "glob patterns"])
+    vectors = add_doc(store, items, commit=False)
+    assert store.documents() == []
+    assert store.search(vectors[0], "mime", 5) == []
+    assert store.commit("d1") == 2
+    [doc] = store.documents()
+    assert (doc.doc_id, doc.source, doc.items, doc.file_type) == ("d1", "spec.pdf", 2, "pdf")
+    hits = store.search(vectors[0], "glob", 5)
+    assert {hit.item.item_id for hit in hits} == {"d1:0", "d1:1"}
+    top = hits[0]
+    assert top.dense_score is not None and top.fused_score is not None
+
+
+def test_metadata_round_trips_and_uses_cosine(store):
+    items = doc_items("d1", "spec.pdf", ["page one", "page two"])
+    vectors = add_doc(store, items)
+    hit = store.dense(vectors[1], 1)[0]
+    assert hit.item == items[1]
+    assert hit.dense_score == pytest.approx(1.0, abs=1e-5)
+    meta = store.collection.get(ids=["d1:1"])["metadatas"][0]
+    assert {"doc_id", "source", "kind", "page", "thumbnail", "content_hash", "model_id", "prompt_version"} <= set(meta)
+    assert store.collection.configuration["hnsw"]["space"] == "cosine"
+
+
+def test_hybrid_fuses_dense_and_lexical_and_filters(store):
+    pdf = doc_items("d1", "spec.pdf", ["mime magic rules", "subclassing types", "xml namespaces"])
+    img = doc_items("d2", "LadyBird.jpg", [""], kind="image")
+    vectors = np.concatenate([add_doc(store, pdf, seed=0), add_doc(store, img, seed=10)])
+    hits = store.search(vectors[3], "subclassing", 5)
+    by_id = {hit.item.item_id: hit for hit in hits}
+    assert by_id["d1:1"].lexical_score > 0 and by_id["d2:0"].dense_score == pytest.approx(1.0, abs=1e-5)
+    assert set(by_id) == {"d1:0", "d1:1", "d1:2", "d2:0"}
+    assert [hit.fused_score for hit in hits] == sorted((hit.fused_score for hit in hits), reverse=True)
+    assert {hit.item.kind for hit in store.search(vectors[3], "ladybird", 5, kinds=["pdf_page"])} == {"pdf_page"}
+    assert {hit.item.doc_id for hit in store.search(vectors[0], "subclassing ladybird", 5, doc_ids=["d2"])} == {"d2"}
+    assert [hit.item.item_id for hit in store.search(None, "ladybird", 5)] == ["d2:0"]
+
+
+def test_delete_removes_exactly_one_document(store):
+    add_doc(store, doc_items("d1", "a.pdf", ["alpha", "beta"]))
+    vectors = add_doc(store, doc_items("d2", "b.pdf", ["gamma"]), seed=5)
+    store.delete(["d1"])
+    assert [doc.doc_id for doc in store.documents()] == ["d2"]
+    assert store.collection.count() == 1
+    assert store.search(vectors[0], "alpha gamma", 5)[0].item.doc_id == "d2"
+    assert store.lexical.search("alpha", 5) == []
+
+
+def test_purge_removes_what_a_crash_left_behind(client, store):
+    add_doc(store, doc_items("good", "a.pdf", ["alpha", "beta"]))
+    add_doc(store, doc_items("pending", "b.pdf", ["gamma", "delta"]), commit=False)
+    add_doc(store, doc_items("torn", "c.pdf", ["epsilon", "zeta", "eta"]))
+    # A torn commit: the flip reached only some items (count differs from the committed n_items).
+    store.collection.delete(ids=["torn:2"])
+    reopened = Store(client, "tiny/model", "p1")
+    assert reopened.purge_incomplete() == {"pending", "torn"}
+    assert [doc.doc_id for doc in reopened.documents()] == ["good"]
+    assert reopened.collection.count() == 2
+    assert reopened.purge_incomplete() == set()
+
+
+def test_reopen_rebuilds_listing_and_lexical_index(client, store):
+    add_doc(store, doc_items("d1", "Garden photo.pdf", ["roses and tulips"]))
+    reopened = Store(client, "tiny/model", "p1")
+    assert [doc.source for doc in reopened.documents()] == ["Garden photo.pdf"]
+    assert [i for i, _ in reopened.lexical.search("tulips", 5)] == ["d1:0"]
+    assert reopened.items("d1")[0].thumbnail == "/assets/d1/0.jpg"
+
+
+def test_collections_are_separate_per_model_and_listed_with_status(client, store):
+    add_doc(store, doc_items("d1", "a.pdf", ["alpha"]))
+    other = Store(client, "tiny/model", "p2", status="building")
+    assert other.documents() == [] and other.name != store.name
+    infos = {info.prompt_version: info for info in list_indexes(client)}
+    assert (infos["p1"].status, infos["p1"].count) == ("active", 1)
+    assert (infos["p2"].status, infos["p2"].count) == ("building", 0)
+    other.set_status("active")
+    assert {info.status for info in list_indexes(client)} == {"active"}
+
+
+def test_large_collection_pages_through_get(client):
+    store = Store(client, "big", "p1")
+    n = 5200  # more than one page of Chroma get()
+    items = [Item(kind="text", text=f"chunk {i}", item_id=f"big:{i}", doc_id="big", source="big.txt", chunk=i)
+             for i in range(n)]
+    vectors = np.random.default_rng(0).standard_normal((n, DIM)).astype(np.float32)
+    for start in range(0, n, 1000):
+        store.put(items[start:start + 1000], vectors[start:start + 1000], {"added_at": 1.0})
+    assert store.commit("big") == n
+    assert Store(client, "big", "p1").documents()[0].items == n
