@@ -97,13 +97,21 @@ def generate_text(lm: LoadedModel, prompt: Prompt, max_new_tokens: int, max_imag
 def clean_rewrite(raw: str) -> str:
     """First line of the model's reply, without a 'Query:' label or quotes."""
     line = raw.strip().splitlines()[0] if raw.strip() else ""
-    line = re.sub(r"^(standalone\s+)?(search\s+)?(query|question)\s*:\s*", "", line, flags=re.I)
+    line = re.sub(r"^(rewritten|(standalone\s+)?(search\s+)?(query|question))\s*:\s*", "", line, flags=re.I)
     return line.strip().strip('"\'`').strip()
 
 
 def rewrite_prompt(question: str, history: Sequence[dict], max_turns: int = 6) -> Prompt:
     transcript = "\n".join(f"{turn['role']}: {str(turn['content'])[:500]}" for turn in history[-max_turns:])
-    return Prompt(text=f"Conversation:\n{transcript}\nuser: {question}\n\n{prompts.REWRITE_INSTRUCTION}")
+    return Prompt(text=prompts.REWRITE_TEMPLATE.format(transcript=transcript, question=question))
+
+
+def is_valid_rewrite(rewrite: str, question: str) -> bool:
+    """Reject rewrites that answer instead (citations, no question mark) or drop the question's words."""
+    if not rewrite or CITATION.search(rewrite) or (question.rstrip().endswith("?") and not rewrite.endswith("?")):
+        return False
+    content = {w for w in re.findall(r"[a-z0-9']+", question.lower()) if len(w) > 2 and w not in _REFERRING}
+    return content <= set(re.findall(r"[a-z0-9']+", rewrite.lower()))
 
 
 def fallback_query(question: str, history: Sequence[dict]) -> str:

@@ -152,9 +152,9 @@ class FreeRet:
         with self._lock:
             rewritten = answering.clean_rewrite(
                 answering.generate_text(self.lm, answering.rewrite_prompt(question, history), max_new_tokens=48))
-        if not rewritten or len(rewritten) > 4 * len(question) + 200:
-            return answering.fallback_query(question, history)
-        return rewritten
+        if answering.is_valid_rewrite(rewritten, question):
+            return rewritten
+        return answering.fallback_query(question, history)
 
     def answer_stream(self, question: str, sources: Sequence[Hit], history: Sequence[dict] = ()) -> Iterator[str]:
         """Yield the answer text as it grows; `[n]` cites `sources[n - 1]`."""

@@ -109,7 +109,12 @@ def answer_question(question: str) -> str:
     return f"Question: {question}\nAnswer using the sources above and cite them like [1]."
 
 
-REWRITE_INSTRUCTION = (
-    "Rewrite the user's last question as one standalone search query that can be understood "
-    "without the conversation. Reply with the query only."
+# Small models tend to answer instead of rewriting; a worked example keeps them on task.
+REWRITE_TEMPLATE = (
+    "Rewrite the last question so that it can be understood without the conversation: replace "
+    "words like it, they, this or that with what they refer to. Do not answer it. Reply with the "
+    "rewritten question only.\n\n"
+    "Conversation:\nuser: Who wrote the report on river pollution?\nassistant: Dr. Lee wrote it [1].\n"
+    "Last question: When was it published?\nRewritten: When was the report on river pollution published?\n\n"
+    "Conversation:\n{transcript}\nLast question: {question}\nRewritten:"
 )
