@@ -1,0 +1,114 @@
+"""PDF -> one item per page: the rendered page (what a VLM sees) plus its text layer (what it reads).
+
+Scanned pages without a text layer still give an item (image only), so they stay findable by
+image. A page that fails to render is skipped with a warning; a file that cannot be opened at all
+(encrypted, corrupt, truncated) raises IngestError before any item is produced.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymupdf
+from PIL import Image
+
+from freeret_rag.items import Item
+from freeret_rag.media.common import (
+    IngestError,
+    MediaSettings,
+    Progress,
+    asset_folder,
+    item_id,
+    report,
+    save_image,
+    save_thumbnail,
+)
+
+logger = logging.getLogger(__name__)
+
+_TEXT_FLAGS = pymupdf.TEXTFLAGS_TEXT | pymupdf.TEXT_DEHYPHENATE
+
+
+def open_pdf(path: Path) -> pymupdf.Document:
+    """Open and validate: refuse password-protected, unreadable and page-less files clearly."""
+    try:
+        doc = pymupdf.open(path, filetype="pdf")
+    except pymupdf.EmptyFileError:
+        raise IngestError(path, "empty file") from None
+    except (pymupdf.FileDataError, RuntimeError, ValueError) as error:
+        raise IngestError(path, f"not a readable PDF (corrupt or truncated): {error}") from None
+    if doc.needs_pass:
+        doc.close()
+        raise IngestError(path, "the PDF is password-protected; remove the password and add it again")
+    if doc.page_count == 0:
+        doc.close()
+        raise IngestError(path, "the PDF has no readable pages (truncated or corrupt)")
+    return doc
+
+
+def clean_text(text: str) -> str:
+    """Collapse runs of spaces, drop blank-line runs: layout whitespace carries no meaning here."""
+    lines = (re.sub(r"[ \t\u00a0\f\v]+", " ", line).strip() for line in text.splitlines())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def render_zoom(page: pymupdf.Page, settings: MediaSettings) -> float:
+    """Scale so the longest side is pdf_max_side px, but never above pdf_max_dpi."""
+    longest_pt = max(page.rect.width, page.rect.height) or 1.0
+    return min(settings.pdf_max_side / longest_pt, settings.pdf_max_dpi / 72)
+
+
+def load_pdf(
+    path: Path, doc_id: str, asset_dir: Path, progress: Progress | None, settings: MediaSettings
+) -> Iterator[Item]:
+    doc = open_pdf(path)  # eager: file-level errors surface at call time
+    return _pages(doc, path, doc_id, asset_dir, progress, settings)
+
+
+def _pages(
+    doc: pymupdf.Document,
+    path: Path,
+    doc_id: str,
+    asset_dir: Path,
+    progress: Progress | None,
+    settings: MediaSettings,
+) -> Iterator[Item]:
+    folder = asset_folder(asset_dir, doc_id)
+    total = doc.page_count
+    produced = 0
+    with doc:
+        for index in range(total):
+            number = index + 1
+            try:
+                page = doc.load_page(index)
+                zoom = render_zoom(page, settings)
+                pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False)
+                image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+                page_path = save_image(image, folder / f"page{number:04d}.jpg", settings, settings.pdf_max_side)
+                thumb = save_thumbnail(image, folder / f"page{number:04d}_thumb.jpg", settings)
+            except Exception as error:  # noqa: BLE001 - MuPDF raises many types; one bad page must not sink the file
+                logger.warning("%s: page %d could not be rendered, skipped: %s", path.name, number, error)
+                report(progress, number, total)
+                continue
+            try:
+                text = clean_text(page.get_text("text", flags=_TEXT_FLAGS))
+            except Exception as error:  # noqa: BLE001 - keep the image even if the text layer is broken
+                logger.warning("%s: page %d text layer unreadable: %s", path.name, number, error)
+                text = ""
+            produced += 1
+            yield Item(
+                kind="pdf_page",
+                text=text,
+                images=(page_path,),
+                item_id=item_id(doc_id, "pdf_page", number),
+                doc_id=doc_id,
+                source=path.name,
+                page=number,
+                thumbnail=thumb,
+            )
+            report(progress, number, total)
+    if produced == 0:
+        raise IngestError(path, "no page of the PDF could be rendered (corrupt file?)")
