@@ -10,6 +10,7 @@ source of truth, so the same rules hold for the embedded client and for a Chroma
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import threading
 from collections import Counter
@@ -22,6 +23,8 @@ import bm25s
 import numpy as np
 
 from .items import Hit, Item, ItemKind
+
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
 
 COLLECTION_PREFIX = "freeret-"
 RRF_K = 60

@@ -1,0 +1,431 @@
+"""The personal media library: add files (idempotent), list, delete, re-index for a new model, search.
+
+    library = Library(FreeRet.from_pretrained("Qwen/Qwen2-VL-2B-Instruct"))
+    report = library.add(["~/Documents"], progress=print)
+    hits = library.search("the ladybird on a leaf", k=5)
+
+A document is one file, identified by its content (doc_id = first 16 hex of its sha256), so adding the
+same bytes again is a no-op whatever the file is called. Every document's items become visible only
+once all of them are stored (see store.py); whatever a crash leaves half-written is purged when the
+library is next opened, and adding the same files again resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from .errors import FreeRetError, IndexMismatchError, IngestError
+from .items import Hit, Item, ItemKind, Query
+from .media import MediaSettings, kind_for_path, load_items
+from .store import DocumentInfo, IndexInfo, Store, collection_name, connect, list_indexes
+
+log = logging.getLogger(__name__)
+
+# Kinds a text-only model can still embed from their text (a PDF page's text layer).
+TEXT_FALLBACK_KINDS: frozenset[str] = frozenset({"pdf_page"})
+CANNOT_SEE = "the loaded model cannot see images"
+
+
+def default_data_dir() -> Path:
+    """$FREERET_DATA_DIR, else the app's default (config.py), so the CLI and the UI share one index."""
+    from .config import default_data_dir as app_default
+
+    return Path(os.environ.get("FREERET_DATA_DIR") or app_default(os.environ)).expanduser()
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One ingestion event; the UI and the CLI progress bar consume the same stream.
+
+    stage: "file" (a file starts), "item" (`done` of `total` pages/segments/chunks embedded; total
+    may grow while a file is read), then one of "added", "unchanged", "skipped" (`message` says why).
+    """
+
+    stage: str
+    path: str
+    file_index: int  # 1-based
+    files: int
+    done: int = 0
+    total: int = 0
+    message: str = ""
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class AddReport:
+    """What `add` (or `reindex`) did: indexed, already there, skipped (and why), partly left out."""
+
+    added: list[DocumentInfo] = field(default_factory=list)
+    unchanged: list[DocumentInfo] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    notes: list[Skipped] = field(default_factory=list)  # documents indexed with some items left out
+    seconds: float = 0.0
+
+    @property
+    def items(self) -> int:
+        return sum(doc.items for doc in self.added)
+
+    def summary(self) -> str:
+        lines = [f"indexed {len(self.added)} file(s) ({self.items} items), {len(self.unchanged)} already indexed, "
+                 f"{len(self.skipped)} skipped in {self.seconds:.1f} s"]
+        lines += [f"  skipped {Path(s.path).name}: {s.reason}" for s in self.skipped]
+        lines += [f"  note {Path(s.path).name}: {s.reason}" for s in self.notes]
+        return "\n".join(lines)
+
+
+class _Unseeable(IngestError):
+    """Nothing in the file can be embedded by the loaded model (images for a text-only model)."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def iter_files(paths: Iterable[str | Path], exclude: Iterable[str | Path] = ()) -> Iterator[Path | Skipped]:
+    """Files under the given paths, recursively, each real file once. Folder symlinks are followed
+    but a folder is entered only once (so symlink loops end); hidden files and folders, and the
+    `exclude` folders (the library's own data), are left out."""
+    seen_dirs = {_dir_key(path) for path in exclude if os.path.isdir(path)}
+    seen_files: set[str] = set()
+    for raw in paths:
+        root = Path(raw).expanduser()
+        if root.is_dir():
+            candidates: Iterable[Path] = _walk(root, seen_dirs)
+        elif root.exists() or root.is_symlink():
+            candidates = [root]
+        else:
+            yield Skipped(str(root), "no such file or folder")
+            continue
+        for path in candidates:
+            real = os.path.realpath(path)
+            if real not in seen_files:
+                seen_files.add(real)
+                yield path
+
+
+def _dir_key(path: str | Path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
+
+
+def _walk(root: Path, seen_dirs: set[tuple[int, int]]) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        if _dir_key(dirpath) in seen_dirs:
+            dirnames[:] = []
+            continue
+        seen_dirs.add(_dir_key(dirpath))
+        dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
+        yield from (Path(dirpath) / name for name in sorted(filenames) if not name.startswith("."))
+
+
+class Library:
+    """One index (a data folder, optionally a Chroma server) searched with one engine.
+
+    `engine` may be None to list or delete without loading a model (the active index is opened).
+    Opening an index built with another model or prompt version raises IndexMismatchError unless
+    `allow_mismatch` (then only `reindex`, `documents`, `delete` and `search` of what is already
+    re-indexed make sense). Thread-safe: writes are serialised; searches run concurrently.
+    """
+
+    def __init__(self, engine: Any | None, data_dir: str | Path | None = None, chroma_url: str | None = None, *,
+                 allow_mismatch: bool = False, batch_size: int = 8, fusion_weights: tuple[float, float] = (1.0, 1.0),
+                 media_settings: MediaSettings = MediaSettings()) -> None:
+        self.engine = engine
+        self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+        self.assets = self.data_dir / "assets"
+        self.chroma_url = chroma_url
+        self.batch_size = batch_size
+        self.fusion_weights = fusion_weights
+        self.media_settings = media_settings
+        self._lock = threading.RLock()
+        self.client = connect(self.data_dir, chroma_url)
+        indexes = list_indexes(self.client)
+        if engine is not None:
+            model_id, prompt_version = engine.model_id, engine.prompt_version
+        else:
+            active = sorted((i for i in indexes if i.status == "active"), key=lambda i: -i.count)
+            if not active:
+                raise FreeRetError(f"no index in {self.location} yet: add files with a model loaded first")
+            model_id, prompt_version = active[0].model_id, active[0].prompt_version
+        name = collection_name(model_id, prompt_version)
+        mine = next((i for i in indexes if i.name == name), None)
+        mine_active = mine is not None and mine.status == "active"
+        #: Other embedding spaces that still hold documents: a re-index is pending while any is active.
+        self.others = [i for i in indexes if i.name != name and i.count]
+        blocking = [i for i in self.others if i.status == "active"]
+        if blocking and not mine_active and not allow_mismatch:
+            raise IndexMismatchError(self._mismatch_message(blocking[0], model_id, prompt_version))
+        status = "building" if blocking and not mine_active else "active"
+        self.store = Store(self.client, model_id, prompt_version, status=status)
+        if self.store.status != status:
+            self.store.set_status(status)
+        with self._lock:
+            self._recover()
+
+    # -- state -----------------------------------------------------------------------------------
+    @property
+    def location(self) -> str:
+        return self.chroma_url or str(self.data_dir)
+
+    @property
+    def needs_reindex(self) -> bool:
+        return self.store.status != "active"
+
+    def _mismatch_message(self, other: IndexInfo, model_id: str, prompt_version: str) -> str:
+        return (f"the index in {self.location} was built with {other.model_id} (prompt version "
+                f"{other.prompt_version}, {other.count} items) but the loaded model is {model_id} (prompt version "
+                f"{prompt_version}); vectors of different models cannot be mixed. Re-index everything with the "
+                f"loaded model (`python -m freeret_rag --model {model_id} reindex`, or Library(..., "
+                f"allow_mismatch=True).reindex()), or load {other.model_id} again.")
+
+    def _recover(self) -> None:
+        """Purge half-written documents and asset folders nothing refers to (left by a crash)."""
+        purged = self.store.purge_incomplete()
+        if purged:
+            log.warning("removed %d half-indexed document(s) left by an interrupted run", len(purged))
+        if self.others or not self.assets.is_dir():
+            return  # assets may belong to a document that still waits for re-indexing
+        known = {doc.doc_id for doc in self.store.documents()}
+        for folder in self.assets.iterdir():
+            if folder.name not in known:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _engine(self) -> Any:
+        if self.engine is None:
+            raise FreeRetError("this needs a model: open the library with an engine")
+        return self.engine
+
+    def documents(self) -> list[DocumentInfo]:
+        return self.store.documents()
+
+    def document(self, doc_id: str) -> DocumentInfo | None:
+        return self.store.document(doc_id)
+
+    def items(self, doc_id: str) -> list[Item]:
+        return self.store.items(doc_id)
+
+    def __len__(self) -> int:
+        """Number of searchable items."""
+        return len(self.store)
+
+    # -- adding ----------------------------------------------------------------------------------
+    def add(self, paths: Iterable[str | Path] | str | Path, progress: ProgressCallback | None = None) -> AddReport:
+        """Index files and folders (recursively). One bad file is skipped with its reason; the rest go on."""
+        engine = self._engine()
+        if self.needs_reindex:
+            raise IndexMismatchError(self._mismatch_message(
+                next(i for i in self.others if i.status == "active"), engine.model_id, engine.prompt_version))
+        started = time.perf_counter()
+        report = AddReport()
+        files: list[Path] = []
+        for entry in iter_files([paths] if isinstance(paths, (str, Path)) else paths, [self.data_dir]):
+            (report.skipped if isinstance(entry, Skipped) else files).append(entry)
+        emit = progress or (lambda event: None)
+        for index, path in enumerate(files, 1):
+            self._add_file(path, index, len(files), emit, report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _add_file(self, path: Path, index: int, files: int, emit: ProgressCallback, report: AddReport) -> None:
+        def event(stage: str, done: int = 0, total: int = 0, message: str = "") -> None:
+            emit(Progress(stage, str(path), index, files, done, total, message))
+
+        event("file")
+        doc_id = ""
+        try:
+            file_type = kind_for_path(path)
+            if file_type is None:
+                raise IngestError(path, f"unsupported file type {path.suffix or '(no extension)'}")
+            content_hash = file_sha256(path)
+            doc_id = content_hash[:16]
+            with self._lock:
+                existing = self.store.document(doc_id)
+                if existing is None:
+                    fields = {"content_hash": content_hash, "path": str(path.resolve()), "file_type": file_type,
+                              "added_at": time.time()}
+                    loaded = {"total": 0}
+                    items = load_items(path, doc_id, self.assets, settings=self.media_settings,
+                                       progress=lambda done, total: loaded.update(total=total))
+                    doc, note = self._ingest(path, doc_id, items, fields,
+                                             lambda done: event("item", done, max(done, loaded["total"])))
+        except Exception as error:  # noqa: BLE001 - one bad file must never stop the batch
+            reason = error.reason if isinstance(error, IngestError) else f"{type(error).__name__}: {error}"
+            if not isinstance(error, IngestError):
+                log.exception("unexpected error while indexing %s", path)
+            if doc_id:
+                self._discard(doc_id)
+            report.skipped.append(Skipped(str(path), reason))
+            event("skipped", message=reason)
+            return
+        if existing is not None:
+            report.unchanged.append(existing)
+            event("unchanged", existing.items, existing.items, f"already indexed as {existing.source}")
+            return
+        report.added.append(doc)
+        if note:
+            report.notes.append(Skipped(str(path), note))
+        event("added", doc.items, doc.items, note)
+
+    def _discard(self, doc_id: str) -> None:
+        """Remove a failed document's pending items and assets (never a complete document's)."""
+        with self._lock:
+            if self.store.document(doc_id) is None:
+                self.store.delete([doc_id])
+                if not self.others:
+                    shutil.rmtree(self.assets / doc_id, ignore_errors=True)
+
+    def _view(self, item: Item) -> Item | None:
+        """What the model embeds for an item: itself, its text when it cannot see the images, or nothing."""
+        if self.engine.supports(item):
+            return item
+        if item.kind in TEXT_FALLBACK_KINDS and item.text.strip():
+            return item.without_images()
+        return None
+
+    def _ingest(self, path: str | Path, doc_id: str, items: Iterable[Item], fields: dict[str, Any],
+                on_item: Callable[[int], None]) -> tuple[DocumentInfo, str]:
+        """Embed and store one document's items as pending, in batches, then commit them at once.
+
+        Items keep their images in the index even when embedded from text only, so that a later
+        re-index with a vision model (and the answer stage) can still use the page images.
+        """
+        fields = {**fields, "model_id": self.store.model_id, "prompt_version": self.store.prompt_version}
+        batch: list[tuple[Item, Item]] = []
+        left_out: Counter[str] = Counter()
+        stored = 0
+
+        def flush() -> None:
+            nonlocal stored
+            vectors = self.engine.embed([view for _, view in batch], batch_size=self.batch_size)
+            self.store.put([item for item, _ in batch], vectors, fields)
+            for _ in batch:
+                stored += 1
+                on_item(stored + sum(left_out.values()))
+            batch.clear()
+
+        for number, item in enumerate(items):
+            item = item if item.item_id else replace(item, item_id=f"{doc_id}:{number}")
+            view = self._view(item)
+            if view is None:
+                left_out[item.kind] += 1
+                continue
+            batch.append((item, view))
+            if len(batch) >= self.batch_size:
+                flush()
+        if batch:
+            flush()
+        if not stored:
+            if left_out:
+                raise _Unseeable(path, f"{CANNOT_SEE} (and there is no text to index instead)")
+            raise IngestError(path, "nothing to index in this file")
+        self.store.commit(doc_id)
+        doc = self.store.document(doc_id)
+        assert doc is not None
+        note = ", ".join(f"{n} {kind.replace('_', ' ')}(s)" for kind, n in left_out.items())
+        return doc, f"{note} left out: {CANNOT_SEE}" if note else ""
+
+    # -- removing and re-indexing ----------------------------------------------------------------
+    def delete(self, doc_id: str) -> DocumentInfo | None:
+        """Remove one document: all its items (in every embedding space here) and its assets."""
+        with self._lock:
+            doc = self.store.document(doc_id)
+            self.store.delete([doc_id])
+            for other in self.others:
+                self.client.get_collection(other.name, embedding_function=None).delete(where={"doc_id": doc_id})
+            shutil.rmtree(self.assets / doc_id, ignore_errors=True)
+            return doc
+
+    def reindex(self, progress: ProgressCallback | None = None) -> AddReport:
+        """Re-embed every document of the other embedding spaces with the loaded model, then drop them.
+
+        Items are re-embedded from what the index stored (text and page/frame images under assets/),
+        so the original files need not exist any more. Resumable: documents already re-indexed are
+        kept. The old collections are deleted only if every document moved or was left out because
+        the new model cannot see it; otherwise the mismatch stays and `reindex` can be run again.
+        """
+        self._engine()
+        started = time.perf_counter()
+        report = AddReport()
+        emit = progress or (lambda event: None)
+        with self._lock:
+            sources = [Store(self.client, i.model_id, i.prompt_version) for i in list_indexes(self.client)
+                       if i.name != self.store.name]
+            todo: dict[str, tuple[DocumentInfo, Store]] = {}
+            for source in sources:
+                for doc in source.documents():
+                    todo.setdefault(doc.doc_id, (doc, source))
+            failed = False
+            for index, (doc, source) in enumerate(todo.values(), 1):
+                def event(stage: str, done: int = 0, total: int = 0, message: str = "") -> None:
+                    emit(Progress(stage, doc.path or doc.source, index, len(todo), done, total, message))
+
+                event("file")
+                if (existing := self.store.document(doc.doc_id)) is not None:
+                    report.unchanged.append(existing)
+                    event("unchanged", existing.items, existing.items)
+                    continue
+                items = source.items(doc.doc_id)
+                fields = {"content_hash": doc.content_hash, "path": doc.path, "file_type": doc.file_type,
+                          "added_at": doc.added_at}
+                try:
+                    new, note = self._ingest(doc.source, doc.doc_id, items, fields,
+                                             lambda done: event("item", done, len(items)))
+                except Exception as error:  # noqa: BLE001 - keep going, keep the old index
+                    failed |= not isinstance(error, _Unseeable)
+                    reason = error.reason if isinstance(error, IngestError) else f"{type(error).__name__}: {error}"
+                    self.store.delete([doc.doc_id])
+                    report.skipped.append(Skipped(doc.path or doc.source, reason))
+                    event("skipped", message=reason)
+                    continue
+                report.added.append(new)
+                if note:
+                    report.notes.append(Skipped(doc.path or doc.source, note))
+                event("added", new.items, new.items, note)
+            self.store.set_status("active")
+            if not failed:
+                for source in sources:
+                    self.client.delete_collection(source.name)
+                self.others = []
+                self._recover()
+            else:
+                self.others = [i for i in list_indexes(self.client) if i.name != self.store.name and i.count]
+        report.seconds = time.perf_counter() - started
+        return report
+
+    # -- searching -------------------------------------------------------------------------------
+    def search(self, query: Query | str, k: int = 10, kinds: Sequence[ItemKind] | None = None,
+               doc_ids: Sequence[str] | None = None, rerank: bool = True, rerank_k: int = 10,
+               depth: int | None = None) -> list[Hit]:
+        """Ranked hits: dense (model) and lexical (BM25) candidates fused by RRF, then the top
+        `rerank_k` reranked by the model. `depth` candidates are drawn from each first-stage ranker."""
+        engine = self._engine()
+        query = Query(query) if isinstance(query, str) else query
+        if not len(self.store):
+            return []
+        vector = engine.embed_query(query)
+        depth = depth or max(2 * k, rerank_k, 50)
+        hits = self.store.search(vector, query.text, depth, kinds, doc_ids, self.fusion_weights)
+        if rerank and rerank_k > 0 and hits:
+            hits = engine.rerank(query, hits[:rerank_k]) + hits[rerank_k:]
+        return hits[:k]
