@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import re
 import threading
 from typing import Iterator, Sequence
@@ -62,13 +63,47 @@ def source_prompt(hits: Sequence[Hit], question: str, history: Sequence[dict], v
     return Prompt(text=text, images=images, system=prompts.ANSWER_SYSTEM, history=list(history))
 
 
+class TokenStreamer:
+    """Receives tokens from `generate()` and hands out decoded text one token at a time.
+
+    transformers' TextIteratorStreamer waits for whitespace before it flushes (word-by-word);
+    here every token becomes visible at once, except a trailing partial UTF-8 character.
+    """
+
+    _DONE = object()
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.shown = 0
+        self.queue: queue.Queue = queue.Queue()
+        self.skipped_prompt = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.skipped_prompt:  # the first call carries the prompt
+            self.skipped_prompt = True
+            return
+        self.tokens.extend(value.reshape(-1).tolist())
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return
+        if len(text) > self.shown:
+            self.queue.put(text[self.shown:])
+            self.shown = len(text)
+
+    def end(self) -> None:
+        self.queue.put(self._DONE)
+
+    def __iter__(self) -> Iterator[str]:
+        while (piece := self.queue.get(timeout=600)) is not self._DONE:
+            yield piece
+
+
 def stream_generate(lm: LoadedModel, prompt: Prompt, max_new_tokens: int, max_image_side: int,
                     repetition_penalty: float = 1.05) -> Iterator[str]:
     """Yield decoded text pieces as the model writes them (generation runs in a worker thread)."""
-    from transformers import TextIteratorStreamer
-
     inputs = encode(lm, [prompt], max_image_side=max_image_side, with_positions=False)
-    streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+    streamer = TokenStreamer(lm.tokenizer)
     failure: list[BaseException] = []
 
     def run() -> None:
@@ -82,9 +117,7 @@ def stream_generate(lm: LoadedModel, prompt: Prompt, max_new_tokens: int, max_im
 
     worker = threading.Thread(target=run, name="freeret-generate", daemon=True)
     worker.start()
-    for piece in streamer:
-        if piece:
-            yield piece
+    yield from streamer
     worker.join()
     if failure:
         raise failure[0]

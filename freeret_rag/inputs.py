@@ -8,7 +8,7 @@ so the read-out position is where the model would start answering.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -53,6 +53,14 @@ def sample_frames(frames: Sequence[Image.Image], limit: int, even: bool) -> list
     return frames
 
 
+def _fit_media(prompt: Prompt, max_side: int, max_frames: int, native_video: bool) -> Prompt:
+    """Downscale images and thin video frames *before* the template counts media placeholders."""
+    media = [downscale(image, max_side) for image in prompt.images]
+    if prompt.as_video:
+        media = sample_frames(media, max_frames, even=native_video)
+    return replace(prompt, images=media)
+
+
 def _messages(lm: LoadedModel, prompt: Prompt) -> list[dict[str, Any]]:
     vision = lm.processor is not None
 
@@ -90,19 +98,15 @@ def encode(lm: LoadedModel, prompts: Sequence[Prompt], max_image_side: int = 102
     `with_positions` adds explicit position ids for decoders that need them under left padding
     (the adapter says which); generation computes its own and must not get them.
     """
-    texts = [render(lm, prompt) for prompt in prompts]
     if lm.processor is None:
+        texts = [render(lm, prompt) for prompt in prompts]
         batch = lm.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
     else:
-        images: list[list[Image.Image]] = []
-        videos: list[list[Image.Image]] = []
         native = lm.adapter.video_mode == "native"
-        for prompt in prompts:
-            media = [downscale(image, max_image_side) for image in prompt.images]
-            if prompt.as_video:
-                media = sample_frames(media, lm.adapter.max_video_frames, even=native)
-            (videos if prompt.as_video and native else images).append(media)
-            (images if prompt.as_video and native else videos).append([])
+        prompts = [_fit_media(prompt, max_image_side, lm.adapter.max_video_frames, native) for prompt in prompts]
+        texts = [render(lm, prompt) for prompt in prompts]
+        images = [[] if prompt.as_video and native else prompt.images for prompt in prompts]
+        videos = [prompt.images if prompt.as_video and native else [] for prompt in prompts]
         batch = lm.processor(text=texts, **lm.adapter.processor_media(images, videos), padding=True,
                              return_tensors="pt")
     inputs = {key: value.to(lm.device) for key, value in batch.items() if isinstance(value, torch.Tensor)}

