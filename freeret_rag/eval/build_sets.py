@@ -104,11 +104,16 @@ TEXTS = {
     "txt-bread": "Knead the dough for ten minutes, let it rise for an hour in a warm place, then bake "
                  "at 220 degrees until the crust sounds hollow.",
 }
+# (query id, text, query image, {corpus id: grade}); the first six span every kind, for quick --limit runs
 QUERIES: tuple[tuple[str, str, str | None, dict[str, int]], ...] = (
     ("q-ladybug", "a small red beetle with black spots sitting on a grass stalk", None,
      {"img-ladybird": 2, "vid-ladybird": 2, "txt-aphids": 1}),
+    ("q-img-circle", "the same shape and colour", "queries/query2.png", {"gen-red-circle": 2}),
+    ("q-magic", "header bytes at the start of the binary magic rules file, and byte order", None, {"pdf-p9": 2}),
     ("q-yellow", "close-up of a bright yellow bloom with many long petals", None,
      {"img-yellow-flower": 2, "vid-yellow-flower": 2}),
+    ("q-hours", "when is the shop open during the week", None, {"gen-shop-sign": 2}),
+    ("q-img-ladybug", "find this insect", "queries/query1.jpg", {"img-ladybird": 2, "vid-ladybird": 2}),
     ("q-marigold", "a red and orange marigold flower in front of a blurred background", None,
      {"img-marigold": 2, "vid-marigold": 2, "txt-marigold-care": 1}),
     ("q-orange", "macro shot where orange petals fill the whole picture", None, {"img-orange-petals": 2}),
@@ -118,13 +123,9 @@ QUERIES: tuple[tuple[str, str, str | None, dict[str, int]], ...] = (
     ("q-square", "a blue square", None, {"gen-blue-square": 2}),
     ("q-triangle", "a green triangle shape", None, {"gen-green-triangle": 2}),
     ("q-chart", "bar chart comparing revenue across the four quarters of a year", None, {"gen-sales-chart": 2}),
-    ("q-hours", "when is the shop open during the week", None, {"gen-shop-sign": 2}),
     ("q-rfc", "how requirement words such as MUST and SHOULD are to be understood", None, {"pdf-p2": 2}),
-    ("q-magic", "header bytes at the start of the binary magic rules file, and byte order", None, {"pdf-p9": 2}),
     ("q-xattr", "keeping a file's type in a filesystem extended attribute", None, {"pdf-p14": 2}),
     ("q-order", "in which order to try explicit types, filename globs and content sniffing", None, {"pdf-p15": 2}),
-    ("q-img-ladybug", "find this insect", "queries/query1.jpg", {"img-ladybird": 2, "vid-ladybird": 2}),
-    ("q-img-circle", "the same shape and colour", "queries/query2.png", {"gen-red-circle": 2}),
 )
 
 
