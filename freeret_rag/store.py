@@ -267,21 +267,29 @@ class Store:
         return sorted((Item.from_metadata(k, m, t) for k, m, t in rows), key=_item_order)
 
     # -- writing ---------------------------------------------------------------------------------
+    def _batches(self, n: int) -> Iterable[slice]:
+        step = self.client.get_max_batch_size()  # 5461 for the embedded client
+        return (slice(start, start + step) for start in range(0, n, step))
+
     def put(self, items: Sequence[Item], vectors: np.ndarray, doc_fields: dict[str, Any]) -> None:
         """Upsert items with their vectors, pending (invisible to search) until `commit`."""
-        if items:
+        vectors = np.asarray(vectors, np.float32)
+        for part in self._batches(len(items)):
             self.collection.upsert(
-                ids=[item.item_id for item in items], embeddings=np.asarray(vectors, np.float32),
-                metadatas=[{**item.to_metadata(), **doc_fields, "complete": False} for item in items],
-                documents=[item.text for item in items])
+                ids=[item.item_id for item in items[part]], embeddings=vectors[part],
+                metadatas=[{**item.to_metadata(), **doc_fields, "complete": False} for item in items[part]],
+                documents=[item.text for item in items[part]])
 
     def commit(self, doc_id: str) -> int:
-        """Make a document's pending items visible, all at once. Returns how many it has."""
+        """Make a document's pending items visible. Returns how many it has.
+
+        One update per Chroma batch; should a crash tear a large document's flip, its remaining
+        pending items make `purge_incomplete` remove the whole document.
+        """
         rows = list(self._get({"doc_id": doc_id}, ["metadatas", "documents"]))
-        if not rows:
-            return 0
         flip = {"complete": True, "n_items": len(rows)}
-        self.collection.update(ids=[row[0] for row in rows], metadatas=[flip] * len(rows))
+        for part in self._batches(len(rows)):
+            self.collection.update(ids=[row[0] for row in rows[part]], metadatas=[flip] * len(rows[part]))
         self._remember((item_id, {**meta, **flip}, text or "") for item_id, meta, text in rows)
         return len(rows)
 

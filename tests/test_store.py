@@ -162,13 +162,17 @@ def test_collections_are_separate_per_model_and_listed_with_status(client, store
     assert {info.status for info in list_indexes(client)} == {"active"}
 
 
-def test_large_collection_pages_through_get(client):
+def test_large_document_is_written_committed_and_read_in_batches(client, monkeypatch):
+    import freeret_rag.store as store_module
+
+    # Chroma's limits, scaled down: max batch 5461 (embedded client), our get() page 5000.
+    monkeypatch.setattr(type(client), "get_max_batch_size", lambda self: 1000)
+    monkeypatch.setattr(store_module, "_PAGE", 700)
     store = Store(client, "big", "p1")
-    n = 5200  # more than one page of Chroma get()
+    n = 2500
     items = [Item(kind="text", text=f"chunk {i}", item_id=f"big:{i}", doc_id="big", source="big.txt", chunk=i)
              for i in range(n)]
-    vectors = np.random.default_rng(0).standard_normal((n, DIM)).astype(np.float32)
-    for start in range(0, n, 1000):
-        store.put(items[start:start + 1000], vectors[start:start + 1000], {"added_at": 1.0})
+    store.put(items, np.random.default_rng(0).standard_normal((n, DIM)).astype(np.float32), {"added_at": 1.0})
     assert store.commit("big") == n
     assert Store(client, "big", "p1").documents()[0].items == n
+    assert store.purge_incomplete() == set()
