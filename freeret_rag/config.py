@@ -118,6 +118,7 @@ class AppConfig:
     model: str = ""
     device: str | None = None
     dtype: str | None = None
+    max_answer_tokens: int | None = None
     data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
     chroma_url: str | None = None
     host: str = "127.0.0.1"
@@ -172,6 +173,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                        help="cpu, cuda, cuda:1, mps [FREERET_DEVICE] (default: best available)")
     model.add_argument("--dtype", default=env("FREERET_DTYPE"),
                        help="float32, bfloat16 or float16 [FREERET_DTYPE] (default: per device)")
+
+    model.add_argument("--max-answer-tokens", type=int, default=env("FREERET_MAX_ANSWER_TOKENS"),
+                       help="longest answer, in tokens [FREERET_MAX_ANSWER_TOKENS] (default: the engine's, 384)")
 
     storage = parser.add_argument_group("storage")
     storage.add_argument("--data-dir", default=env("FREERET_DATA_DIR", default=str(default_data_dir(environ))),
@@ -228,6 +232,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         model=args.model or "",
         device=args.device or None,
         dtype=args.dtype or None,
+        max_answer_tokens=int(args.max_answer_tokens) if args.max_answer_tokens else None,
         data_dir=Path(args.data_dir).expanduser(),
         chroma_url=args.chroma_url or None,
         host=args.host,
@@ -251,6 +256,8 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
 def validate(config: AppConfig) -> None:
     if not 0 < config.port < 65536:
         raise ConfigError(f"port must be between 1 and 65535, got {config.port}")
+    if config.max_answer_tokens is not None and config.max_answer_tokens < 1:
+        raise ConfigError(f"max-answer-tokens must be at least 1, got {config.max_answer_tokens}")
     for name in ("top_k", "rerank_k", "n_sources", "concurrency", "max_queue"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")

@@ -1,0 +1,336 @@
+"""The chat pipeline, independent of any UI: question -> standalone query -> search -> streamed answer.
+
+`respond(library, engine, question, image, history, settings)` yields `ChatEvent`s:
+
+- `status`   what it is doing now ("Searching your library ...")
+- `sources`  the sources the answer will cite, as soon as they are known (`event.sources`)
+- `token`    the answer text so far (`event.text` grows with every event)
+- `answer`   last event of a grounded answer: `event.answer` is the finished `Answer`
+- `nothing`  last event when the library holds nothing relevant: the app says so, never invents
+- `error`    last event when something went wrong that the user can act on (`event.text`)
+
+The whole pipeline runs in one dedicated worker thread and events are relayed through a queue:
+the engine serialises model calls with a lock held for the life of a streamed answer, and a UI
+(Gradio) may resume a generator from a different thread at every step. Running the work in one
+thread keeps lock ownership sane; closing the generator (a browser went away) stops the work at
+the next event.
+
+`for_spaces(engine)` wraps the engine's model calls in `spaces.GPU` when the `spaces` package is
+installed (Hugging Face ZeroGPU), splitting long indexing jobs into several short GPU calls.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Literal, Sequence
+
+from .errors import FreeRetError
+from .items import Answer, Hit, ImageLike, Query
+
+log = logging.getLogger(__name__)
+
+EventKind = Literal["status", "sources", "token", "answer", "nothing", "error"]
+
+NOTHING_IN_LIBRARY = ("Your library is empty, so there is nothing to answer from yet. "
+                      "Add PDFs, images or videos in the Library panel, then ask again.")
+NOTHING_RELEVANT = ("I could not find anything in your library that answers this, so I won't guess. "
+                    "Try rephrasing the question, adding the relevant files, or lowering the "
+                    "relevance threshold in Settings.")
+EMPTY_QUESTION = "Type a question (you can also attach an image)."
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """Per-session answer settings (the Settings panel).
+
+    - `top_k`: candidates fetched by the embedding + lexical search.
+    - `rerank` / `rerank_k`: rerank that many of them with the model (p(A) of the match question).
+    - `n_sources`: sources given to the model and shown under the answer.
+    - `min_relevance`: with reranking on, a source must reach this p(match) to be used; when none
+      does, the answer is "nothing relevant". Without reranking only an empty search counts.
+    """
+
+    top_k: int = 20
+    rerank: bool = True
+    rerank_k: int = 10
+    n_sources: int = 3
+    min_relevance: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("top_k", "rerank_k", "n_sources"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if not 0.0 <= float(self.min_relevance) <= 1.0:
+            raise ValueError("min_relevance must be between 0 and 1")
+
+
+@dataclass
+class ChatEvent:
+    kind: EventKind
+    text: str = ""
+    sources: list[Hit] = field(default_factory=list)
+    answer: Answer | None = None
+    query: str = ""
+
+
+def is_relevant(hit: Hit, settings: ChatSettings) -> bool:
+    """The relevance floor: applies to the rerank probability, the only calibrated score."""
+    if hit.rerank_score is None:
+        return True
+    return hit.rerank_score >= settings.min_relevance
+
+
+def select_sources(hits: Sequence[Hit], settings: ChatSettings) -> list[Hit]:
+    return [hit for hit in hits if is_relevant(hit, settings)][: settings.n_sources]
+
+
+def plain_history(history: Sequence[dict] | None) -> list[dict]:
+    """Keep only role + text content (what the engine reads), dropping media and UI extras."""
+    cleaned = []
+    for turn in history or ():
+        role = turn.get("role")
+        content = turn.get("content")
+        if role not in ("user", "assistant"):
+            continue
+        if isinstance(content, list):  # Gradio / API style: [{"type": "text", "text": ...}, ...]
+            content = " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+        if isinstance(content, str) and content.strip():
+            cleaned.append({"role": role, "content": content.strip()})
+    return cleaned
+
+
+def _library_is_empty(library: Any) -> bool:
+    try:
+        return len(library.documents()) == 0
+    except Exception:  # a listing problem must not stop a search from being tried
+        log.exception("could not list documents")
+        return False
+
+
+def _pipeline(library: Any, engine: Any, question: str, image: ImageLike | None, history: list[dict],
+              settings: ChatSettings) -> Iterator[ChatEvent]:
+    question = (question or "").strip()
+    if not question and image is None:
+        yield ChatEvent("error", EMPTY_QUESTION)
+        return
+    if not question:
+        question = "What is shown in this image? Find related items in my library."
+    if image is not None and "image" not in engine.capabilities:
+        yield ChatEvent("error", f"The model in use ({engine.model_id}) reads text only, so it cannot take "
+                                 "an image in the question. Ask in words, or start the app with a "
+                                 "vision-language model.")
+        return
+    if _library_is_empty(library):
+        yield ChatEvent("nothing", NOTHING_IN_LIBRARY)
+        return
+
+    query_text = question
+    if history:
+        yield ChatEvent("status", "Reading the conversation ...")
+        query_text = engine.standalone_query(question, history) or question
+    yield ChatEvent("status", "Searching your library ...", query=query_text)
+    hits = library.search(Query(query_text, image), k=settings.top_k, rerank=settings.rerank,
+                          rerank_k=settings.rerank_k)
+    sources = select_sources(hits, settings)
+    if not sources:
+        yield ChatEvent("nothing", NOTHING_RELEVANT, query=query_text)
+        return
+    yield ChatEvent("sources", sources=sources, query=query_text)
+    yield ChatEvent("status", "Writing the answer ...", sources=sources, query=query_text)
+
+    text = ""
+    for text in engine.answer_stream(question, sources, history):
+        yield ChatEvent("token", text, sources=sources, query=query_text)
+    text = text.strip()
+    from .answer import parse_citations
+
+    answer = Answer(text=text, sources=list(sources), cited=parse_citations(text, len(sources)),
+                    retrieval_query=query_text)
+    yield ChatEvent("answer", text, sources=list(sources), answer=answer, query=query_text)
+
+
+_DONE = object()
+
+
+def run_in_thread(make_events: Callable[[], Iterator[Any]], name: str = "freeret-chat") -> Iterator[Any]:
+    """Iterate `make_events()` in one worker thread, relaying its items; errors re-raise here.
+
+    The context (contextvars, e.g. the Gradio request that `spaces.GPU` reads) is carried over.
+    Closing the returned generator asks the worker to stop after its current item.
+    """
+    channel: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    context = contextvars.copy_context()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                channel.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        events = make_events()
+        try:
+            for event in events:
+                if not put((event, None)):
+                    break
+        except BaseException as error:  # relayed to the consumer
+            put((None, error))
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+            put((_DONE, None))
+
+    worker = threading.Thread(target=lambda: context.run(work), name=name, daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = channel.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+
+
+def respond(library: Any, engine: Any, question: str, image: ImageLike | None = None,
+            history: Sequence[dict] | None = None, settings: ChatSettings = ChatSettings()) -> Iterator[ChatEvent]:
+    """Answer `question` (optionally with an image) from `library`, streaming `ChatEvent`s.
+
+    Errors the user can act on (FreeRetError: unsupported input, index mismatch, ...) become a
+    final `error` event; anything else propagates.
+    """
+    history = plain_history(history)
+    events = run_in_thread(lambda: _pipeline(library, engine, question, image, history, settings))
+    try:
+        yield from events
+    except FreeRetError as error:
+        yield ChatEvent("error", str(error))
+    finally:
+        events.close()
+
+
+EMPTY_ANSWER = "(The model returned an empty answer.)"
+
+
+def turn(question: str, answer: str) -> list[dict]:
+    """The two history entries of one finished exchange."""
+    return [{"role": "user", "content": question or "(an image)"},
+            {"role": "assistant", "content": answer.strip() or EMPTY_ANSWER}]
+
+
+class ChatSession:
+    """One conversation: keeps its own history and the last answer (one per browser session)."""
+
+    def __init__(self, library: Any, engine: Any, settings: ChatSettings = ChatSettings()) -> None:
+        self.library = library
+        self.engine = engine
+        self.settings = settings
+        self.history: list[dict] = []
+        self.last_answer: Answer | None = None
+
+    def ask(self, question: str, image: ImageLike | None = None,
+            settings: ChatSettings | None = None) -> Iterator[ChatEvent]:
+        last: ChatEvent | None = None
+        for last in respond(self.library, self.engine, question, image, self.history, settings or self.settings):
+            if last.kind in ("answer", "nothing"):
+                self.last_answer = last.answer
+            yield last
+        if last is not None and last.kind in ("answer", "nothing"):
+            self.history += turn(question, last.text)
+
+    def reset(self) -> None:
+        self.history = []
+        self.last_answer = None
+
+
+# -- Hugging Face Spaces (ZeroGPU) ------------------------------------------------------------------
+
+def spaces_gpu() -> Callable | None:
+    """`spaces.GPU` when the `spaces` package is installed, else None."""
+    try:
+        import spaces  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return getattr(spaces, "GPU", None)
+
+
+class SpacesEngine:
+    """The engine with every model call inside `spaces.GPU` (a no-op outside ZeroGPU Spaces).
+
+    ZeroGPU lends a GPU per call for a limited time, so long indexing jobs are split: `embed`
+    runs `chunk` items per GPU call. Calls take and return plain data (items, hits, arrays,
+    strings), which ZeroGPU can move between processes.
+    """
+
+    def __init__(self, engine: Any, gpu: Callable, chunk: int = 16, duration: int = 60,
+                 answer_duration: int = 120) -> None:
+        self._engine = engine
+        self.chunk = chunk
+        self.gpu_calls = 0
+        self._embed = gpu(duration=duration)(self._count(engine.embed))
+        self._embed_query = gpu(duration=duration)(self._count(engine.embed_query))
+        self._rerank = gpu(duration=duration)(self._count(engine.rerank))
+        self._standalone = gpu(duration=duration)(self._count(engine.standalone_query))
+        self._answer_stream = gpu(duration=answer_duration)(self._count_stream(engine.answer_stream))
+
+    def _count(self, function: Callable) -> Callable:
+        def call(*args, **kwargs):
+            self.gpu_calls += 1
+            return function(*args, **kwargs)
+        return call
+
+    def _count_stream(self, function: Callable) -> Callable:
+        def stream(*args, **kwargs):
+            self.gpu_calls += 1
+            yield from function(*args, **kwargs)
+        return stream
+
+    def __getattr__(self, name: str) -> Any:  # model_id, capabilities, prompt_version, supports ...
+        return getattr(self._engine, name)
+
+    def embed(self, items, batch_size=None):
+        import numpy as np
+
+        items = list(items)
+        if len(items) <= self.chunk:
+            return self._embed(items, batch_size)
+        parts = [self._embed(items[start:start + self.chunk], batch_size) for start in range(0, len(items), self.chunk)]
+        return np.concatenate(parts, axis=0)
+
+    def embed_query(self, query):
+        return self._embed_query(query)
+
+    def rerank(self, query, hits, batch_size=None):
+        return self._rerank(query, hits, batch_size)
+
+    def standalone_query(self, question, history=()):
+        return self._standalone(question, list(history))
+
+    def answer_stream(self, question, sources, history=()):
+        return self._answer_stream(question, list(sources), list(history))
+
+    def answer(self, question, sources, history=()) -> Answer:
+        from .answer import parse_citations
+
+        text = ""
+        for text in self.answer_stream(question, sources, history):
+            pass
+        return Answer(text=text.strip(), sources=list(sources), cited=parse_citations(text, len(sources)),
+                      retrieval_query=question)
+
+
+def for_spaces(engine: Any, gpu: Callable | None = None, **options) -> Any:
+    """Wrap `engine` for ZeroGPU when `spaces` is installed (or `gpu` is given); else return it."""
+    gpu = gpu or spaces_gpu()
+    return engine if gpu is None else SpacesEngine(engine, gpu, **options)
