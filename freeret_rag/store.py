@@ -314,15 +314,27 @@ class Store:
     # -- searching -------------------------------------------------------------------------------
     def dense(self, vector: np.ndarray, n: int, kinds: Sequence[ItemKind] | None = None,
               doc_ids: Sequence[str] | None = None) -> list[Hit]:
-        """Top-n complete items by cosine similarity (Chroma), filters applied inside the query."""
+        """Top-n complete items by cosine similarity (Chroma).
+
+        Chroma's `where` filters make a query about 8x slower at 10k items (brute force over the
+        matches), so an unfiltered search asks for a few extra neighbours and drops pending items
+        itself; only when too many were pending, or with kind/document filters, does it filter in
+        Chroma. Items are built from the in-memory view, so Chroma returns ids and distances only.
+        """
+        if not kinds and not doc_ids:
+            hits = self._query(vector, n + n // 2 + 10, None)
+            if len(hits) >= min(n, len(self._items)):
+                return hits[:n]
         where = _where({"complete": True}, kinds and {"kind": {"$in": list(kinds)}},
                        doc_ids and {"doc_id": {"$in": list(doc_ids)}})
-        result = self.collection.query(query_embeddings=[np.asarray(vector, np.float32)], n_results=n,
-                                       where=where, include=["metadatas", "documents", "distances"])
-        documents = (result.get("documents") or [[]])[0] or [""] * len(result["ids"][0])
-        return [Hit(Item.from_metadata(item_id, meta, text or ""), dense_score=1.0 - float(distance))
-                for item_id, meta, text, distance in zip(result["ids"][0], result["metadatas"][0], documents,
-                                                         result["distances"][0])]
+        return self._query(vector, n, where)
+
+    def _query(self, vector: np.ndarray, n: int, where: dict[str, Any] | None) -> list[Hit]:
+        result = self.collection.query(query_embeddings=[np.asarray(vector, np.float32)], n_results=n, where=where,
+                                       include=["distances"])
+        with self._lock:
+            return [Hit(Item.from_metadata(item_id, *self._items[item_id]), dense_score=1.0 - float(distance))
+                    for item_id, distance in zip(result["ids"][0], result["distances"][0]) if item_id in self._items]
 
     def search(self, vector: np.ndarray | None, text: str, n: int, kinds: Sequence[ItemKind] | None = None,
                doc_ids: Sequence[str] | None = None, weights: tuple[float, float] = (1.0, 1.0)) -> list[Hit]:

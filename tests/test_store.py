@@ -95,6 +95,18 @@ def test_pending_items_are_invisible_until_commit(store):
     assert top.dense_score is not None and top.fused_score is not None
 
 
+def test_pending_neighbours_never_crowd_out_complete_items(store):
+    good = doc_items("good", "a.pdf", ["alpha", "beta", "gamma"])
+    add_doc(store, good, seed=0)
+    query = unit(0)
+    crowd = doc_items("crowd", "b.pdf", [f"page {n}" for n in range(40)])
+    store.put(crowd, np.stack([query] * 40), {"added_at": 2.0})  # pending, and nearer than anything else
+    hits = store.dense(query, 2)
+    assert len(hits) == 2 and {hit.item.doc_id for hit in hits} == {"good"}
+    everything = store.dense(query, 10)
+    assert len(everything) == 3 and everything[0].item.item_id == "good:0"
+
+
 def test_metadata_round_trips_and_uses_cosine(store):
     items = doc_items("d1", "spec.pdf", ["page one", "page two"])
     vectors = add_doc(store, items)
