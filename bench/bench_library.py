@@ -118,7 +118,7 @@ def bench_queries(n: int, dim: int, queries: int, work: Path) -> None:
         "dense (Chroma, top 50)": lambda v, t: store.dense(v, 50),
         "lexical (BM25, top 50)": lambda v, t: store.lexical.search(t, 50),
         "hybrid fused (50 + 50)": lambda v, t: store.search(v, t, 50),
-        "hybrid, kind filter": lambda v, t: store.search(v, t, 50, kinds=["pdf_page"]),
+        "hybrid, kind filter (1/4)": lambda v, t: store.search(v, t, 50, kinds=["pdf_page"]),
         "hybrid, 3-document filter": lambda v, t: store.search(v, t, 50, doc_ids=["d1", "d2", "d3"]),
     }
     for name, call in cases.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import threading
 from collections import Counter
@@ -28,6 +29,7 @@ logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG 
 
 COLLECTION_PREFIX = "freeret-"
 RRF_K = 60
+_MIN_SHARE = 0.1  # below this share of wanted items, let Chroma filter (see Store.dense)
 _PAGE = 5000  # Chroma get() page size: servers cap a request's batch size
 # Metadata written on every item besides Item.to_metadata(): what the document is and where it came from.
 DOC_FIELDS = ("content_hash", "path", "file_type", "model_id", "prompt_version", "added_at")
@@ -314,19 +316,32 @@ class Store:
     # -- searching -------------------------------------------------------------------------------
     def dense(self, vector: np.ndarray, n: int, kinds: Sequence[ItemKind] | None = None,
               doc_ids: Sequence[str] | None = None) -> list[Hit]:
-        """Top-n complete items by cosine similarity (Chroma).
+        """Top-n complete items by cosine similarity (Chroma), optionally only of some kinds / documents.
 
-        Chroma's `where` filters make a query about 8x slower at 10k items (brute force over the
-        matches), so an unfiltered search asks for a few extra neighbours and drops pending items
-        itself; only when too many were pending, or with kind/document filters, does it filter in
-        Chroma. Items are built from the in-memory view, so Chroma returns ids and distances only.
+        Chroma's `where` filters make a query about 10x slower at 10k items, so when the wanted items
+        are a fair share of the index, it asks for proportionally more neighbours unfiltered and drops
+        pending and unwanted items itself; only when that leaves too few (or the share is small) does
+        it filter in Chroma. Items come from the in-memory view: Chroma returns ids and distances only.
         """
-        if not kinds and not doc_ids:
-            hits = self._query(vector, n + n // 2 + 10, None)
-            if len(hits) >= min(n, len(self._items)):
+        kinds, doc_ids = set(kinds or ()), set(doc_ids or ())
+
+        def wanted(item_kind: str, doc_id: str) -> bool:
+            return (not kinds or item_kind in kinds) and (not doc_ids or doc_id in doc_ids)
+
+        with self._lock:
+            total = len(self._items)
+            matching = sum(wanted(m["kind"], m["doc_id"]) for m, _ in self._items.values()) if kinds or doc_ids \
+                else total
+        if not matching:
+            return []
+        share = matching / total
+        if share >= _MIN_SHARE:
+            hits = [hit for hit in self._query(vector, math.ceil((n + 10) * 1.5 / share), None)
+                    if wanted(hit.item.kind, hit.item.doc_id)]
+            if len(hits) >= min(n, matching):
                 return hits[:n]
-        where = _where({"complete": True}, kinds and {"kind": {"$in": list(kinds)}},
-                       doc_ids and {"doc_id": {"$in": list(doc_ids)}})
+        where = _where({"complete": True}, kinds and {"kind": {"$in": sorted(kinds)}},
+                       doc_ids and {"doc_id": {"$in": sorted(doc_ids)}})
         return self._query(vector, n, where)
 
     def _query(self, vector: np.ndarray, n: int, where: dict[str, Any] | None) -> list[Hit]:

@@ -107,6 +107,30 @@ def test_pending_neighbours_never_crowd_out_complete_items(store):
     assert len(everything) == 3 and everything[0].item.item_id == "good:0"
 
 
+@pytest.mark.parametrize("kinds, doc_ids", [(None, None), (["image"], None), (None, ["b"]), (None, ["c"]),
+                                             (["pdf_page"], ["a", "c"]), (["image"], ["c"])])
+def test_dense_filters_match_brute_force(store, kinds, doc_ids):
+    """Both paths (over-fetch and filter here, or Chroma's where) give the exact filtered top-k."""
+    rng = np.random.default_rng(1)
+    sizes = {"a": 40, "b": 15, "c": 2}  # c is under 10% of the index: Chroma filters
+    expected = []
+    for doc_id, size in sizes.items():
+        items = [Item(kind="image" if n % 3 == 0 else "pdf_page", text="", item_id=f"{doc_id}:{n}", doc_id=doc_id,
+                      source=f"{doc_id}.pdf") for n in range(size)]
+        vectors = rng.standard_normal((size, DIM)).astype(np.float32)
+        store.put(items, vectors, {"added_at": 1.0})
+        store.commit(doc_id)
+        expected += [(item, vector / np.linalg.norm(vector)) for item, vector in zip(items, vectors)]
+    store.put(doc_items("pending", "p.pdf", ["x"] * 20), rng.standard_normal((20, DIM)), {"added_at": 1.0})
+    query = unit(7)
+    wanted = [(item, float(vector @ query)) for item, vector in expected
+              if (not kinds or item.kind in kinds) and (not doc_ids or item.doc_id in doc_ids)]
+    best = [item.item_id for item, _ in sorted(wanted, key=lambda pair: -pair[1])[:5]]
+    hits = store.dense(query, 5, kinds, doc_ids)
+    assert [hit.item.item_id for hit in hits] == best
+    assert hits[0].dense_score == pytest.approx(max(score for _, score in wanted), abs=1e-5)
+
+
 def test_metadata_round_trips_and_uses_cosine(store):
     items = doc_items("d1", "spec.pdf", ["page one", "page two"])
     vectors = add_doc(store, items)
