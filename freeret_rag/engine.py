@@ -18,6 +18,11 @@ from .items import Answer, Hit, Item, Query, open_image
 from .models import LoadedModel, load_model
 from .rerank import match_probabilities
 
+def as_hits(candidates: Sequence[Hit | Item]) -> list[Hit]:
+    """Accept bare Items wherever Hits are expected (an Item has no first-stage scores yet)."""
+    return [candidate if isinstance(candidate, Hit) else Hit(candidate) for candidate in candidates]
+
+
 _MODALITY_OF_KIND = {"text": None, "image": "image", "pdf_page": "image", "video_segment": "video"}
 
 
@@ -127,8 +132,9 @@ class FreeRet:
             question = "The first image belongs to the query.\n" + question
         return Prompt(text=question, images=images, as_video=item.kind == "video_segment" and query.image is None)
 
-    def rerank(self, query: Query | str, hits: Sequence[Hit], batch_size: int | None = None) -> list[Hit]:
-        """Score every hit by p(match) and return them best first (K pairs, batched)."""
+    def rerank(self, query: Query | str, candidates: Sequence[Hit | Item], batch_size: int | None = None) -> list[Hit]:
+        """Score every candidate by p(match) and return Hits best first (K pairs, batched)."""
+        hits = as_hits(candidates)
         if not hits:
             return []
         query = Query(query) if isinstance(query, str) else query
@@ -156,10 +162,10 @@ class FreeRet:
             return rewritten
         return answering.fallback_query(question, history)
 
-    def answer_stream(self, question: str, sources: Sequence[Hit], history: Sequence[dict] = ()) -> Iterator[str]:
+    def answer_stream(self, question: str, sources: Sequence[Hit | Item], history: Sequence[dict] = ()) -> Iterator[str]:
         """Yield the answer text as it grows; `[n]` cites `sources[n - 1]`."""
         s = self.settings
-        prompt = answering.source_prompt(sources, question, history, "image" in self.capabilities,
+        prompt = answering.source_prompt(as_hits(sources), question, history, "image" in self.capabilities,
                                          s.max_source_chars, s.max_images_per_source)
         with self._lock:
             text = ""
@@ -167,7 +173,8 @@ class FreeRet:
                 text += piece
                 yield text
 
-    def answer(self, question: str, sources: Sequence[Hit], history: Sequence[dict] = ()) -> Answer:
+    def answer(self, question: str, sources: Sequence[Hit | Item], history: Sequence[dict] = ()) -> Answer:
+        sources = as_hits(sources)
         text = ""
         for text in self.answer_stream(question, sources, history):
             pass

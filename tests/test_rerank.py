@@ -80,5 +80,8 @@ def test_yes_no_framing_and_swapped_options_change_the_prompt_and_score(tiny_mod
     assert "Yes or No" in yesno._rerank_prompt(Query(query), CANDIDATES[0], False).text
 
 
-def test_rerank_of_nothing_is_nothing(tiny_engine):
-    assert tiny_engine("llama").rerank("anything", []) == []
+def test_rerank_of_nothing_is_nothing_and_bare_items_are_accepted(tiny_engine):
+    engine = tiny_engine("llama")
+    assert engine.rerank("anything", []) == []
+    reranked = engine.rerank("red beetle", CANDIDATES[:2])
+    assert [type(hit) for hit in reranked] == [Hit, Hit] and reranked[0].dense_score is None
