@@ -188,7 +188,9 @@ class FreeRetApp:
         lines = [
             f"**Model:** `{engine.model_id}`",
             f"**Runs on:** {device}",
-            "**Reads:** " + ", ".join(("✅ " if c in caps else "❌ ") + CAPABILITY_NAMES[c] for c in ("text", "image", "video")),
+            "**Reads:** " + ", ".join(CAPABILITY_NAMES[c] for c in ("text", "image", "video") if c in caps)
+            + ("" if {"image", "video"} <= caps else
+               " · **cannot read:** " + ", ".join(CAPABILITY_NAMES[c] for c in ("image", "video") if c not in caps)),
             f"**Index:** prompt version `{engine.prompt_version}`",
         ]
         if "image" not in caps:
@@ -477,7 +479,7 @@ class FreeRetApp:
                 body = f'<span class="fr-nothing">{_escape(event.text)}</span>'
             elif event.kind == "error":
                 final_text = ""
-                body = f'<span class="fr-nothing">⚠️ {_escape(event.text)}</span>'
+                body = f'<span class="fr-nothing"><b>Cannot answer:</b> {_escape(event.text)}</span>'
             else:
                 continue
             chatbot[-1] = {"role": "assistant", "content": body}
@@ -545,12 +547,10 @@ def build_blocks(app: FreeRetApp):
                                              datatype=["str", "str", "number", "str"], interactive=False,
                                              elem_id="fr-documents", wrap=True, max_height=320,
                                              show_label=False, buttons=[])
-                        with gr.Row(equal_height=True, elem_id="fr-delete-row"):
-                            chosen = gr.Dropdown(choices=app.document_choices(), value=None, show_label=False,
-                                                 container=False, elem_id="fr-delete-choice", scale=4,
-                                                 interactive=True, info=None)
-                            delete = gr.Button("Delete", variant="stop", elem_id="fr-delete", scale=1,
-                                               min_width=90, size="md")
+                        chosen = gr.Dropdown(choices=app.document_choices(), value=None, label="Remove a document",
+                                             elem_id="fr-delete-choice", interactive=True,
+                                             info="Pick one here or click its row in the table")
+                        delete = gr.Button("Delete from library", variant="stop", elem_id="fr-delete", size="sm")
                         notice = gr.Markdown(elem_id="fr-notice")
                     with gr.Tab("Settings", elem_id="fr-settings-tab"):
                         gr.Markdown(app.model_info(), elem_id="fr-model-info")

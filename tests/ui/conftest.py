@@ -10,25 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # ui_harness, ui_models
 
-
-def make_pdf(path: Path, pages: list[str]) -> Path:
-    """A small real PDF: one text paragraph and a coloured box per page."""
-    import pymupdf
-
-    doc = pymupdf.open()
-    for number, text in enumerate(pages):
-        page = doc.new_page(width=420, height=300)
-        page.insert_textbox(pymupdf.Rect(30, 30, 390, 200), text, fontsize=13)
-        page.draw_rect(pymupdf.Rect(30, 210, 130 + 40 * number, 270), color=(0.2, 0.3, 0.8), fill=(0.6, 0.7, 1.0))
-    doc.save(path)
-    doc.close()
-    return path
-
-
-GUIDE_PAGES = [
-    "Garden guide. Ladybirds are small red beetles with black spots. They eat aphids and protect roses.",
-    "Watering plan. Water the yellow flowers every morning in summer; the garden pond needs a pump check.",
-]
+from ui_harness import GUIDE_PAGES, make_pdf  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -258,7 +258,7 @@ def test_sources_render_video_segments_pages_and_text(make_app, media, tmp_path)
 def test_text_only_model_explains_what_it_cannot_read(make_app, media, text_only_engine, tmp_path):
     app = make_app(engine=text_only_engine, data_dir=tmp_path / "text-only")
     assert not app.reads_images
-    assert "reads text only" in app.model_info() and "❌ images" in app.model_info()
+    assert "reads text only" in app.model_info() and "**cannot read:** images, video" in app.model_info()
     final = {row[0]: row for row in ingest(app, media["pdf"], media["image"])[-1]}
     assert final["garden-guide.pdf"][1] == "done"  # searched by its text layer
     assert final["LadyBird.jpg"][1] == "skipped" and "text only" in final["LadyBird.jpg"][5]

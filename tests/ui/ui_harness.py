@@ -30,6 +30,32 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISAB
                "GRADIO_ANALYTICS_ENABLED": "False", "ANONYMIZED_TELEMETRY": "False", "DO_NOT_TRACK": "1"}
 
 
+def make_pdf(path: Path, pages: list[str]) -> Path:
+    """A small real PDF: one text paragraph and a coloured box per page."""
+    import pymupdf
+
+    doc = pymupdf.open()
+    for number, text in enumerate(pages):
+        page = doc.new_page(width=420, height=300)
+        page.insert_textbox(pymupdf.Rect(30, 30, 390, 200), text, fontsize=13)
+        page.draw_rect(pymupdf.Rect(30, 210, 130 + 40 * number, 270), color=(0.2, 0.3, 0.8), fill=(0.6, 0.7, 1.0))
+    doc.save(path)
+    doc.close()
+    return path
+
+
+GUIDE_PAGES = [
+    "Garden guide. Ladybirds are small red beetles with black spots. They eat aphids and protect roses.",
+    "Watering plan. Water the yellow flowers every morning in summer; the garden pond needs a pump check.",
+]
+
+
+def shared_samples() -> Path | None:
+    """The read-only sample files: $FREERET_SAMPLES, else ../shared/samples next to the repo."""
+    path = Path(os.environ.get("FREERET_SAMPLES") or REPO_ROOT.parent / "shared" / "samples")
+    return path if path.is_dir() else None
+
+
 def chromium_path() -> str | None:
     env = os.environ.get("FREERET_CHROMIUM")
     for candidate in ([env] if env else []) + list(CHROMIUM_CANDIDATES):
@@ -86,6 +112,9 @@ class AppServer:
                 with urllib.request.urlopen(self.url + "gradio_api/info", timeout=2) as response:
                     if response.status == 200:
                         return self
+            except urllib.error.HTTPError as error:
+                if error.code in (401, 403):  # up, behind a login
+                    return self
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass
             time.sleep(0.5)
