@@ -21,7 +21,8 @@ from ui_harness import (GUIDE_PAGES, AppServer, artifacts_dir, browser_page, bro
                         screenshot, shared_samples)
 
 pytestmark = [pytest.mark.slow]
-needs_browser = pytest.mark.skipif(browser_skip_reason() is not None, reason=browser_skip_reason() or "")
+needs_browser = [pytest.mark.browser,
+                 pytest.mark.skipif(browser_skip_reason() is not None, reason=browser_skip_reason() or "")]
 
 SERVER_FLAGS = ["--top-k", "5", "--rerank-k", "3", "--sources", "2", "--max-answer-tokens", "40",
                 "--min-relevance", "0"]
@@ -94,7 +95,8 @@ def ask(page, question: str, timeout: float = 300.0) -> dict:
             "lengths": lengths, "text": last_bot_text(page)}
 
 
-@needs_browser
+@needs_browser[0]
+@needs_browser[1]
 def test_browser_upload_ask_stream_sources_delete(server, corpus):
     figures = {}
     with browser_page() as page:
