@@ -174,9 +174,12 @@ class Library:
         #: Other embedding spaces that still hold documents: a re-index is pending while any is active.
         self.others = [i for i in indexes if i.name != name and i.count]
         blocking = [i for i in self.others if i.status == "active"]
-        if blocking and not mine_active and not allow_mismatch:
-            raise IndexMismatchError(self._mismatch_message(blocking[0], model_id, prompt_version))
-        status = "building" if blocking and not mine_active else "active"
+        #: Why this index cannot take new documents before `reindex` (None when it can).
+        self.mismatch = self._mismatch_message(blocking[0], model_id, prompt_version) \
+            if blocking and not mine_active else None
+        if self.mismatch and not allow_mismatch:
+            raise IndexMismatchError(self.mismatch)
+        status = "building" if self.mismatch else "active"
         self.store = Store(self.client, model_id, prompt_version, status=status)
         if self.store.status != status:
             self.store.set_status(status)
@@ -232,14 +235,14 @@ class Library:
     # -- adding ----------------------------------------------------------------------------------
     def add(self, paths: Iterable[str | Path] | str | Path, progress: ProgressCallback | None = None) -> AddReport:
         """Index files and folders (recursively). One bad file is skipped with its reason; the rest go on."""
-        engine = self._engine()
+        self._engine()
         if self.needs_reindex:
-            raise IndexMismatchError(self._mismatch_message(
-                next(i for i in self.others if i.status == "active"), engine.model_id, engine.prompt_version))
+            raise IndexMismatchError(self.mismatch or "a re-index is pending: run `reindex` first")
         started = time.perf_counter()
         report = AddReport()
         files: list[Path] = []
-        for entry in iter_files([paths] if isinstance(paths, (str, Path)) else paths, [self.data_dir]):
+        own = [self.assets, self.data_dir / "chroma"]  # never index the index itself
+        for entry in iter_files([paths] if isinstance(paths, (str, Path)) else paths, own):
             (report.skipped if isinstance(entry, Skipped) else files).append(entry)
         emit = progress or (lambda event: None)
         for index, path in enumerate(files, 1):
@@ -403,6 +406,7 @@ class Library:
                     report.notes.append(Skipped(doc.path or doc.source, note))
                 event("added", new.items, new.items, note)
             self.store.set_status("active")
+            self.mismatch = None
             if not failed:
                 for source in sources:
                     self.client.delete_collection(source.name)

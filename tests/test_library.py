@@ -284,12 +284,13 @@ def test_other_model_is_refused_until_reindexed(engine, tmp_path):
     assert engine.prompt_version in message and other.prompt_version in message and "reindex" in message
 
     pending = Library(other, data, allow_mismatch=True)
-    assert pending.needs_reindex and pending.documents() == []
+    assert pending.needs_reindex and pending.mismatch == message and pending.documents() == []
     with pytest.raises(IndexMismatchError):
         pending.add([src])
     report = pending.reindex()
     assert sorted(doc.source for doc in report.added) == ["LadyBird.jpg", README] and not report.skipped
 
+    assert not pending.needs_reindex and pending.mismatch is None
     moved = Library(other, data)
     assert not moved.needs_reindex and [i.prompt_version for i in list_indexes(moved.client)] == [
         other.prompt_version]
