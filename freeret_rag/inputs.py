@@ -121,11 +121,16 @@ def encode(lm: LoadedModel, prompts: Sequence[Prompt], max_image_side: int = 102
 
 
 def batches(prompts: Sequence[Prompt], batch_size: int) -> Iterator[tuple[list[int], list[Prompt]]]:
-    """Group prompts by media signature, then chunk; yields original indices with each batch."""
+    """Group prompts by media signature, sort by length, then chunk; yields original indices too.
+
+    Sorting keeps prompts of similar length together so that little compute goes to padding
+    (a batch costs batch x longest-prompt tokens); callers scatter results back by index.
+    """
     groups: dict[tuple[int, bool], list[int]] = defaultdict(list)
     for index, prompt in enumerate(prompts):
         groups[prompt.signature].append(index)
     for indices in groups.values():
+        indices.sort(key=lambda i: len(prompts[i].text))
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
             yield chunk, [prompts[i] for i in chunk]
