@@ -428,30 +428,52 @@ class FreeRetApp:
 
         return re.sub(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]", mark, text)
 
-    def chat(self, message: dict | str | None, chatbot: list | None, history: list | None,
-             top_k: float = 20, rerank: bool = True, rerank_k: float = 10, n_sources: float = 3,
-             min_relevance: float = 0.2) -> Iterator[tuple[list, list, Any]]:
-        """Stream one turn: yields (chatbot messages, plain history, textbox value)."""
+    @staticmethod
+    def parse_message(message: dict | str | None) -> tuple[str, str | None]:
+        """(question, image path) from a MultimodalTextbox value (or plain text)."""
         if isinstance(message, dict):
-            question = (message.get("text") or "").strip()
             files = [f if isinstance(f, str) else (f.get("path") if isinstance(f, dict) else getattr(f, "path", None))
                      for f in message.get("files") or []]
-            image = next((f for f in files if f), None)
-        else:
-            question, image = (message or "").strip(), None
+            return (message.get("text") or "").strip(), next((f for f in files if f), None)
+        return (message or "").strip(), None
+
+    def add_user_turn(self, message: dict | str | None, chatbot: list | None) -> tuple[list, dict | None]:
+        """Show the question at once (before the model is free) with a waiting placeholder."""
+        question, image = self.parse_message(message)
         chatbot = list(chatbot or [])
-        history = plain_history(history)
         if not question and image is None:
-            yield list(chatbot), history, None
-            return
-        settings = ChatSettings(top_k=int(top_k), rerank=bool(rerank), rerank_k=int(rerank_k),
-                                n_sources=int(n_sources), min_relevance=float(min_relevance))
+            return chatbot, None
         if image:
             chatbot.append({"role": "user", "content": {"path": image}})
         if question:
             chatbot.append({"role": "user", "content": question})
-        chatbot.append({"role": "assistant", "content": '<span class="fr-status">Thinking ...</span>'})
-        yield list(chatbot), history, None
+        chatbot.append({"role": "assistant", "content": '<span class="fr-status">Waiting for the model ...</span>'})
+        return chatbot, {"text": question, "image": image}
+
+    def chat(self, message: dict | str | None, chatbot: list | None, history: list | None,
+             top_k: float = 20, rerank: bool = True, rerank_k: float = 10, n_sources: float = 3,
+             min_relevance: float = 0.2) -> Iterator[tuple[list, list, Any]]:
+        """One whole turn (the /chat API): yields (chatbot messages, plain history, textbox value)."""
+        chatbot, pending = self.add_user_turn(message, chatbot)
+        yield list(chatbot), plain_history(history), None
+        for chatbot, history in self.answer_turn(pending, chatbot, history, top_k, rerank, rerank_k, n_sources,
+                                                 min_relevance):
+            yield chatbot, history, None
+
+    def answer_turn(self, pending: dict | None, chatbot: list | None, history: list | None,
+                    top_k: float = 20, rerank: bool = True, rerank_k: float = 10, n_sources: float = 3,
+                    min_relevance: float = 0.2) -> Iterator[tuple[list, list]]:
+        """Stream the answer into the last (placeholder) message: yields (chatbot, plain history)."""
+        chatbot = list(chatbot or [])
+        history = plain_history(history)
+        if not pending:
+            yield chatbot, history
+            return
+        question, image = pending["text"], pending.get("image")
+        settings = ChatSettings(top_k=int(top_k), rerank=bool(rerank), rerank_k=int(rerank_k),
+                                n_sources=int(n_sources), min_relevance=float(min_relevance))
+        chatbot[-1] = {"role": "assistant", "content": '<span class="fr-status">Thinking ...</span>'}
+        yield list(chatbot), history
 
         started = time.monotonic()
         first_token = None
@@ -483,10 +505,10 @@ class FreeRetApp:
             else:
                 continue
             chatbot[-1] = {"role": "assistant", "content": body}
-            yield list(chatbot), history, None
+            yield list(chatbot), history
         if final_text:
             history = history + turn(question, final_text)
-        yield list(chatbot), history, None
+        yield list(chatbot), history
 
 
 # -- Gradio wiring ---------------------------------------------------------------------------------
@@ -611,9 +633,15 @@ def build_blocks(app: FreeRetApp):
 
         table.select(select_row, outputs=chosen, api_name=False, queue=False)
 
-        textbox.submit(app.chat, inputs=[textbox, chatbot, history, *settings],
-                       outputs=[chatbot, history, textbox], api_name="chat", show_progress="hidden",
-                       **model_events)
+        # The question shows at once; the answer waits for the model's queue slot. The textbox is
+        # locked meanwhile so that one session never streams two answers into the same chat.
+        pending = gr.State(None)
+        textbox.submit(lambda message, messages: (*app.add_user_turn(message, messages),
+                                                  gr.update(value=None, interactive=False)),
+                       inputs=[textbox, chatbot], outputs=[chatbot, pending, textbox], api_name=False, queue=False
+                       ).then(app.answer_turn, inputs=[pending, chatbot, history, *settings],
+                              outputs=[chatbot, history], api_name=False, show_progress="minimal", **model_events
+                              ).then(lambda: gr.update(interactive=True), outputs=textbox, api_name=False, queue=False)
         new_chat.click(lambda: ([], [], None), outputs=[chatbot, history, textbox], api_name=False, queue=False)
         demo.load(refresh, outputs=listing, api_name=False, queue=False)
 
@@ -635,6 +663,9 @@ def build_blocks(app: FreeRetApp):
             return [{"doc_id": d.doc_id, "file": d.source, "type": d.file_type, "items": d.items}
                     for d in app.documents()]
 
+        api_chat_button = gr.Button(visible=False)
+        api_chat_button.click(app.chat, inputs=[textbox, chatbot, history, *settings],
+                              outputs=[chatbot, history, textbox], api_name="chat", **model_events)
         api_add_button.click(api_add, inputs=api_files, outputs=api_report, api_name="add_files", **model_events)
         gr.api(api_documents, api_name="documents", queue=False)
         gr.api(app.delete, api_name="delete", **model_events)

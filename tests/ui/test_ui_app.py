@@ -83,7 +83,8 @@ def test_chat_streams_an_answer_with_sources_and_scores(make_app, media):
     outputs, chatbot, history = run_chat(app, "Which beetles eat aphids?")
     first = outputs[0][0]
     assert first[0] == {"role": "user", "content": "Which beetles eat aphids?"}
-    assert "Thinking" in first[-1]["content"]
+    assert "Waiting for the model" in first[-1]["content"]  # shown before the model's queue slot
+    assert "Thinking" in outputs[1][0][-1]["content"]
     streaming = [out[0][-1]["content"] for out in outputs if "▍" in out[0][-1]["content"]]
     assert len(streaming) >= 2, "the answer must stream (several partial updates)"
     final = chatbot[-1]["content"]

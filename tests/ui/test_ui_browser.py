@@ -63,8 +63,9 @@ def last_bot_text(page) -> str:
         const bots = document.querySelectorAll('#fr-chat .message.bot, #fr-chat [data-testid="bot"]');
         if (!bots.length) return '';
         const node = bots[bots.length - 1].cloneNode(true);
-        node.querySelectorAll('.fr-sources, .fr-status').forEach(n => n.remove());
-        return node.innerText.trim();
+        node.querySelectorAll('.fr-sources, .fr-status, .sr-only, [data-testid="status-tracker"]')
+            .forEach(n => n.remove());
+        return node.innerText.replace('Loading content', '').replace('\u258d', '').trim();
     }""")
 
 
