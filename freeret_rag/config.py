@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -43,9 +44,14 @@ class ConfigError(ValueError):
 
 
 def default_data_dir(environ: Mapping[str, str]) -> Path:
-    """`$XDG_DATA_HOME/freeret-rag`, else `~/.local/share/freeret-rag`."""
-    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "freeret-rag"
+    """The per-user data folder + freeret-rag, as the CLI uses it (freeret_rag.library)."""
+    if sys.platform == "win32":
+        base = Path(environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "freeret-rag"
 
 
 def default_model() -> str:
@@ -180,7 +186,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     storage = parser.add_argument_group("storage")
     storage.add_argument("--data-dir", default=env("FREERET_DATA_DIR", default=str(default_data_dir(environ))),
                          help="index, page renders and uploaded files [FREERET_DATA_DIR] "
-                              "(default: ~/.local/share/freeret-rag)")
+                              f"(default: {default_data_dir(environ)})")
     storage.add_argument("--chroma-url", default=env("FREERET_CHROMA_URL"),
                          help="use a Chroma server, e.g. http://localhost:8000, instead of the embedded "
                               "store [FREERET_CHROMA_URL]")
