@@ -57,7 +57,8 @@ def latency(values_ms: Sequence[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(ordered), "p50": statistics.median(ordered), "p95": cuts[18]}
 
 
-def index_corpus(library: Any, items: Sequence[Item], source: str) -> tuple[int, dict[str, int]]:
+def index_corpus(library: Any, items: Sequence[Item], source: str,
+                 on_item: Callable[[int], None] = lambda done: None) -> tuple[int, dict[str, int]]:
     """Embed and store the items as one library document; return (indexed, left out by kind).
 
     Uses the library's own ingest step (`_ingest`): the same embedding batches, text fallback and
@@ -65,7 +66,7 @@ def index_corpus(library: Any, items: Sequence[Item], source: str) -> tuple[int,
     """
     fields = {"content_hash": "", "path": source, "file_type": "eval", "added_at": time.time()}
     items = [replace(item, doc_id=CORPUS_DOC) for item in items]
-    doc, _ = library._ingest(source, CORPUS_DOC, items, fields, lambda done: None)
+    doc, _ = library._ingest(source, CORPUS_DOC, items, fields, on_item)
     indexed = {item.item_id for item in library.items(CORPUS_DOC)}
     left_out: dict[str, int] = {}
     for item in items:
@@ -85,14 +86,16 @@ def timed(call: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def run_queries(engine: Any, library: Any, dataset: BeirDataset, qids: Sequence[str], config: EvalConfig,
-                ) -> tuple[dict[str, dict[str, list[str]]], dict[str, list[float]], list[str]]:
+                log: Callable[[str], None] = lambda line: None) -> tuple[dict[str, dict[str, list[str]]], dict[str, list[float]], list[str]]:
     """Every query through every stage: (stage -> qid -> ranked ids, stage -> ms per query, skipped)."""
     store, weights = library.store, library.fusion_weights
     stages = ["lexical", "dense"] + (["fused"] if config.fusion else []) + (["reranked"] if config.rerank_k else [])
     runs: dict[str, dict[str, list[str]]] = {stage: {} for stage in stages}
     ms: dict[str, list[float]] = {stage: [] for stage in stages}
     skipped: list[str] = []
-    for qid in qids:
+    for number, qid in enumerate(qids, start=1):
+        if number % 10 == 0:
+            log(f"  query {number}/{len(qids)}")
         query = query_of(dataset, qid)
         try:
             vector, embed_ms = timed(lambda: engine.embed_query(query))
@@ -136,9 +139,11 @@ def evaluate_engine(engine: Any, dataset: BeirDataset, config: EvalConfig = Eval
         log(f"loading {len(dataset.corpus)} corpus records ...")
         items = list(corpus_items(dataset, Path(tmp) / "media"))
         log(f"indexing {len(items)} items with {engine.model_id} ...")
-        (indexed, left_out), index_ms = timed(lambda: index_corpus(library, items, str(dataset.root)))
+        every = max(len(items) // 10, 1)
+        (indexed, left_out), index_ms = timed(lambda: index_corpus(
+            library, items, str(dataset.root), lambda done: done % every or log(f"  {done}/{len(items)} items")))
         log(f"indexed {indexed} items in {index_ms / 1000:.1f} s; running {len(qids)} queries ...")
-        runs, ms, skipped = run_queries(engine, library, dataset, qids, config)
+        runs, ms, skipped = run_queries(engine, library, dataset, qids, config, log)
     asked = [qid for qid in qids if qid not in skipped]
     qrels = {qid: dataset.qrels[qid] for qid in asked}
     stages: dict[str, dict[str, Any]] = {
