@@ -191,7 +191,8 @@ def _item_order(item: Item) -> tuple:
 
 class Store:
     """One embedding space: a Chroma collection plus its lexical index and an in-memory view of its
-    complete items (for listings and lexical hits)."""
+    complete items (for listings and for building hits). `status` is set when the collection is
+    created; an existing collection keeps its own."""
 
     def __init__(self, client, model_id: str, prompt_version: str, status: str = "active") -> None:
         self.client = client
@@ -246,21 +247,21 @@ class Store:
     def __len__(self) -> int:
         return len(self._items)
 
-    def documents(self) -> list[DocumentInfo]:
-        """Complete documents, oldest first."""
+    def documents(self, doc_id: str | None = None) -> list[DocumentInfo]:
+        """Complete documents (or the one with `doc_id`), oldest first."""
         with self._lock:
-            metas = [meta for meta, _ in self._items.values()]
+            metas = [meta for meta, _ in self._items.values() if doc_id is None or meta["doc_id"] == doc_id]
         counts = Counter(meta["doc_id"] for meta in metas)
         first: dict[str, dict] = {}
         for meta in metas:
             first.setdefault(meta["doc_id"], meta)
         docs = [DocumentInfo(doc_id=d, source=m.get("source", ""), items=counts[d],
-                             **{f: m.get(f, "" if f != "added_at" else 0.0) for f in DOC_FIELDS})
+                             **{f: m.get(f, 0.0 if f == "added_at" else "") for f in DOC_FIELDS})
                 for d, m in first.items()]
         return sorted(docs, key=lambda doc: (doc.added_at, doc.source))
 
     def document(self, doc_id: str) -> DocumentInfo | None:
-        return next((doc for doc in self.documents() if doc.doc_id == doc_id), None)
+        return next(iter(self.documents(doc_id)), None)
 
     def items(self, doc_id: str) -> list[Item]:
         """A complete document's items in reading order (pages, time, chunks)."""
