@@ -613,13 +613,13 @@ def build_blocks(app: FreeRetApp):
         for source in (files.upload, folder.upload):
             source(run_ingest, inputs=files if source == files.upload else folder, outputs=[progress, files],
                    api_name=False, show_progress="hidden", **model_events
-                   ).then(refresh, outputs=listing, api_name=False, queue=False)
+                   ).then(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
 
         def run_delete(doc_id):
             return app.delete(doc_id)
 
         delete.click(run_delete, inputs=chosen, outputs=notice, api_name=False, **model_events
-                     ).then(refresh, outputs=listing, api_name=False, queue=False)
+                     ).then(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
 
         def select_row(event):
             docs = app.documents()
@@ -629,9 +629,9 @@ def build_blocks(app: FreeRetApp):
         select_row.__annotations__ = {"event": gr.SelectData}  # Gradio injects the event by this type
 
         reindex.click(run_reindex, outputs=progress, api_name=False, show_progress="hidden", **model_events
-                      ).then(refresh, outputs=listing, api_name=False, queue=False)
+                      ).then(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
 
-        table.select(select_row, outputs=chosen, api_name=False, queue=False)
+        table.select(select_row, outputs=chosen, api_name=False, queue=False, show_progress="hidden")
 
         # The question shows at once; the answer waits for the model's queue slot. The textbox is
         # locked meanwhile so that one session never streams two answers into the same chat.
@@ -643,7 +643,7 @@ def build_blocks(app: FreeRetApp):
                               outputs=[chatbot, history], api_name=False, show_progress="minimal", **model_events
                               ).then(lambda: gr.update(interactive=True), outputs=textbox, api_name=False, queue=False)
         new_chat.click(lambda: ([], [], None), outputs=[chatbot, history, textbox], api_name=False, queue=False)
-        demo.load(refresh, outputs=listing, api_name=False, queue=False)
+        demo.load(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
 
         # API endpoints (gradio_client) for the same operations as the panels. Files come in as
         # uploads (the client sends them), never as server paths.
