@@ -560,12 +560,12 @@ def build_blocks(app: FreeRetApp):
                                         file_types=app.supported_extensions(), height=140)
                         folder = gr.UploadButton("Add a folder", file_count="directory", size="sm",
                                                  elem_id="fr-upload-folder", variant="secondary")
-                        warning = gr.HTML(app.reindex_notice, elem_id="fr-reindex-notice")
+                        warning = gr.HTML(app.reindex_notice(), elem_id="fr-reindex-notice", min_height=0, padding=False)
                         reindex = gr.Button("Re-index with this model", variant="primary", size="sm",
                                             elem_id="fr-reindex", visible=app.library.needs_reindex)
-                        progress = gr.HTML(elem_id="fr-progress")
-                        summary = gr.HTML(app.library_summary, elem_id="fr-summary")
-                        table = gr.Dataframe(app.document_rows, headers=["File", "Type", "Items", "Added"],
+                        progress = gr.HTML(elem_id="fr-progress", min_height=0, padding=False)
+                        summary = gr.HTML(app.library_summary(), elem_id="fr-summary", min_height=0, padding=False)
+                        table = gr.Dataframe(app.document_rows(), headers=["File", "Type", "Items", "Added"],
                                              datatype=["str", "str", "number", "str"], interactive=False,
                                              elem_id="fr-documents", wrap=True, max_height=320,
                                              show_label=False, buttons=[])
@@ -602,17 +602,27 @@ def build_blocks(app: FreeRetApp):
                 yield render_progress(result.files)
 
         def run_ingest(paths):
+            """Per-file progress; the document list refreshes as soon as each file is done."""
+            unchanged = (gr.update(),) * 3
             if not paths:
-                yield gr.update(), None
+                yield gr.update(), None, *unchanged
                 return
             paths = [p if isinstance(p, str) else getattr(p, "name", str(p)) for p in paths]
+            finished = 0
             for result in app.ingest(paths):
-                yield render_progress(result.files), gr.update()
-            yield render_progress(result.files), None
+                done = sum(1 for s in result.files if s.state == "done")
+                listing_now = unchanged
+                if done != finished:
+                    finished = done
+                    listing_now = (app.library_summary(), app.document_rows(),
+                                   gr.update(choices=app.document_choices(), value=None))
+                yield render_progress(result.files), gr.update(), *listing_now
+            yield render_progress(result.files), None, *unchanged
 
         for source in (files.upload, folder.upload):
-            source(run_ingest, inputs=files if source == files.upload else folder, outputs=[progress, files],
-                   api_name=False, show_progress="hidden", **model_events
+            source(run_ingest, inputs=files if source == files.upload else folder,
+                   outputs=[progress, files, summary, table, chosen], api_name=False, show_progress="hidden",
+                   **model_events
                    ).then(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
 
         def run_delete(doc_id):
@@ -643,6 +653,7 @@ def build_blocks(app: FreeRetApp):
                               outputs=[chatbot, history], api_name=False, show_progress="minimal", **model_events
                               ).then(lambda: gr.update(interactive=True), outputs=textbox, api_name=False, queue=False)
         new_chat.click(lambda: ([], [], None), outputs=[chatbot, history, textbox], api_name=False, queue=False)
+        # Static first values above; every page load refreshes them (without progress overlays).
         demo.load(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
 
         # API endpoints (gradio_client) for the same operations as the panels. Files come in as
