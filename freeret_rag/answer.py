@@ -11,7 +11,7 @@ import torch
 
 from . import prompts
 from .inputs import Prompt, encode
-from .items import Hit
+from .items import Hit, ImageLike, open_image
 from .models import LoadedModel
 
 CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
@@ -42,10 +42,13 @@ def needs_rewrite(question: str, history: Sequence[dict]) -> bool:
 
 
 def source_prompt(hits: Sequence[Hit], question: str, history: Sequence[dict], vision: bool,
-                  max_source_chars: int, max_images_per_source: int) -> Prompt:
-    """Numbered sources (media and text) then the question, in one user turn."""
-    images = []
-    lines = []
+                  max_source_chars: int, max_images_per_source: int, query_image: ImageLike | None = None) -> Prompt:
+    """Numbered sources (media and text) then the question, in one user turn.
+
+    A question asked with an image shows that image first, labelled, so the model can compare.
+    """
+    images = [open_image(query_image)] if vision and query_image is not None else []
+    lines = ["(The first image is the one the user asked about.)"] if images else []
     for number, hit in enumerate(hits, start=1):
         item = hit.item
         lines.append(prompts.source_header(number, item.label))
@@ -99,32 +102,55 @@ class TokenStreamer:
             yield piece
 
 
+class _StopWhenSet:
+    """A stopping criterion that ends generation once the reader has gone away."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **_kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 def stream_generate(lm: LoadedModel, prompt: Prompt, max_new_tokens: int, max_image_side: int,
-                    repetition_penalty: float = 1.05) -> Iterator[str]:
-    """Yield decoded text pieces as the model writes them (generation runs in a worker thread)."""
+                    lock: threading.Lock, repetition_penalty: float = 1.05) -> Iterator[str]:
+    """Yield decoded text pieces as the model writes them.
+
+    Generation runs in a worker thread that holds `lock` (the model's) for exactly as long as
+    it runs, so the reader may resume this generator from any thread (Gradio does). Closing the
+    generator early stops generation at the next token instead of running to max_new_tokens.
+    """
+    from transformers import StoppingCriteriaList
+
     inputs = encode(lm, [prompt], max_image_side=max_image_side, with_positions=False)
     streamer = TokenStreamer(lm.tokenizer)
+    reader_gone = threading.Event()
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            with torch.inference_mode():
+            with lock, torch.inference_mode():
                 lm.model.generate(**inputs, streamer=streamer, max_new_tokens=max_new_tokens, do_sample=False,
-                                  repetition_penalty=repetition_penalty, pad_token_id=lm.tokenizer.pad_token_id)
-        except BaseException as error:  # surfaced in the caller's thread below
+                                  repetition_penalty=repetition_penalty, pad_token_id=lm.tokenizer.pad_token_id,
+                                  stopping_criteria=StoppingCriteriaList([_StopWhenSet(reader_gone)]))
+        except BaseException as error:  # surfaced in the reader's thread below
             failure.append(error)
             streamer.end()
 
     worker = threading.Thread(target=run, name="freeret-generate", daemon=True)
     worker.start()
-    yield from streamer
-    worker.join()
+    try:
+        yield from streamer
+    finally:
+        reader_gone.set()
+        worker.join()
     if failure:
         raise failure[0]
 
 
-def generate_text(lm: LoadedModel, prompt: Prompt, max_new_tokens: int, max_image_side: int = 1024) -> str:
-    return "".join(stream_generate(lm, prompt, max_new_tokens, max_image_side)).strip()
+def generate_text(lm: LoadedModel, prompt: Prompt, max_new_tokens: int, lock: threading.Lock,
+                  max_image_side: int = 1024) -> str:
+    return "".join(stream_generate(lm, prompt, max_new_tokens, max_image_side, lock)).strip()
 
 
 def clean_rewrite(raw: str) -> str:

@@ -143,7 +143,7 @@ def _pipeline(library: Any, engine: Any, question: str, image: ImageLike | None,
     yield ChatEvent("status", "Writing the answer ...", sources=sources, query=query_text)
 
     text = ""
-    for text in engine.answer_stream(question, sources, history):
+    for text in engine.answer_stream(question, sources, history, image):
         yield ChatEvent("token", text, sources=sources, query=query_text)
     text = text.strip()
     from .answer import parse_citations
@@ -317,17 +317,13 @@ class SpacesEngine:
     def standalone_query(self, question, history=()):
         return self._standalone(question, list(history))
 
-    def answer_stream(self, question, sources, history=()):
-        return self._answer_stream(question, list(sources), list(history))
+    def answer_stream(self, question, sources, history=(), image=None):
+        return self._answer_stream(question, list(sources), list(history), image)
 
-    def answer(self, question, sources, history=()) -> Answer:
-        from .answer import parse_citations
+    def answer(self, question, sources, history=(), image=None) -> Answer:
+        from .engine import FreeRet
 
-        text = ""
-        for text in self.answer_stream(question, sources, history):
-            pass
-        return Answer(text=text.strip(), sources=list(sources), cited=parse_citations(text, len(sources)),
-                      retrieval_query=question)
+        return FreeRet.answer(self, question, sources, history, image)  # streams through the GPU wrapper
 
 
 def for_spaces(engine: Any, gpu: Callable | None = None, **options) -> Any:

@@ -14,7 +14,7 @@ from . import prompts
 from .embed import EmbedPoint, embed_prompts
 from .errors import UnsupportedModalityError
 from .inputs import Prompt
-from .items import Answer, Hit, Item, Query, open_image
+from .items import Answer, Hit, ImageLike, Item, Query, open_image
 from .models import LoadedModel, load_model
 from .rerank import match_probabilities
 
@@ -53,13 +53,14 @@ class EngineSettings:
 class FreeRet:
     """Retriever, reranker and answerer from one off-the-shelf model; no weight is changed.
 
-    Thread-safe: model calls are serialised by a lock, so a UI may call it from several threads.
+    Thread-safe: model calls are serialised by one lock, so a UI may call it from several threads.
+    A streamed answer holds the lock only inside its generation thread, never across a `yield`.
     """
 
     def __init__(self, lm: LoadedModel, settings: EngineSettings = EngineSettings()) -> None:
         self.lm = lm
         self.settings = settings
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, model: str | Path, device: str | None = None, dtype: str | None = None,
@@ -155,28 +156,33 @@ class FreeRet:
         """A follow-up rewritten to stand alone for retrieval; the question itself if it already does."""
         if not answering.needs_rewrite(question, history):
             return question
-        with self._lock:
-            rewritten = answering.clean_rewrite(
-                answering.generate_text(self.lm, answering.rewrite_prompt(question, history), max_new_tokens=48))
+        rewritten = answering.clean_rewrite(
+            answering.generate_text(self.lm, answering.rewrite_prompt(question, history), 48, self._lock))
         if answering.is_valid_rewrite(rewritten, question):
             return rewritten
         return answering.fallback_query(question, history)
 
-    def answer_stream(self, question: str, sources: Sequence[Hit | Item], history: Sequence[dict] = ()) -> Iterator[str]:
-        """Yield the answer text as it grows; `[n]` cites `sources[n - 1]`."""
-        s = self.settings
-        prompt = answering.source_prompt(as_hits(sources), question, history, "image" in self.capabilities,
-                                         s.max_source_chars, s.max_images_per_source)
-        with self._lock:
-            text = ""
-            for piece in answering.stream_generate(self.lm, prompt, s.max_new_tokens, s.max_image_side):
-                text += piece
-                yield text
+    def answer_stream(self, question: str, sources: Sequence[Hit | Item], history: Sequence[dict] = (),
+                      image: ImageLike | None = None) -> Iterator[str]:
+        """Yield the answer text as it grows; `[n]` cites `sources[n - 1]`.
 
-    def answer(self, question: str, sources: Sequence[Hit | Item], history: Sequence[dict] = ()) -> Answer:
+        `image` is the picture the question was asked with, shown to the model before the sources.
+        """
+        s = self.settings
+        if image is not None and "image" not in self.capabilities:
+            raise UnsupportedModalityError(f"{self.model_id} is a text-only model and cannot read the question's image")
+        prompt = answering.source_prompt(as_hits(sources), question, history, "image" in self.capabilities,
+                                         s.max_source_chars, s.max_images_per_source, image)
+        text = ""
+        for piece in answering.stream_generate(self.lm, prompt, s.max_new_tokens, s.max_image_side, self._lock):
+            text += piece
+            yield text
+
+    def answer(self, question: str, sources: Sequence[Hit | Item], history: Sequence[dict] = (),
+               image: ImageLike | None = None) -> Answer:
         sources = as_hits(sources)
         text = ""
-        for text in self.answer_stream(question, sources, history):
+        for text in self.answer_stream(question, sources, history, image):
             pass
         return Answer(text=text.strip(), sources=list(sources), cited=answering.parse_citations(text, len(sources)),
                       retrieval_query=question)

@@ -72,3 +72,49 @@ def test_standalone_query_passes_self_contained_questions_through(tiny_engine):
     rewritten = engine.standalone_query("Where is it?", HISTORY)
     # A random model cannot rewrite: the guarded fallback keeps the earlier question's words.
     assert "Eiffel" in rewritten and "Where is it?" in rewritten
+
+
+def test_stream_can_be_resumed_from_other_threads_and_frees_the_model(tiny_engine):
+    """Gradio resumes generators on worker threads: no lock may be held across a yield."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = tiny_engine("llama")
+    hits = [Hit(Item("text", text="The tower was completed in 1889.", source="tower.txt", chunk=0))]
+    stream = engine.answer_stream("When was the tower built?", hits)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        pieces = [pool.submit(next, stream).result() for _ in range(3)]
+    assert len(pieces) == 3 and pieces[2].startswith(pieces[0])
+    stream.close()
+    assert engine._lock.acquire(timeout=5)  # the model is free again for the next caller
+    engine._lock.release()
+
+
+def test_closing_a_stream_stops_generation_early(tiny_engine, monkeypatch):
+    engine = tiny_engine("llama")
+    produced = []
+    original = engine.lm.model.generate
+
+    def counting_generate(*args, **kwargs):
+        output = original(*args, **kwargs)
+        produced.append(output.shape[1] - kwargs["input_ids"].shape[1])
+        return output
+
+    monkeypatch.setattr(engine.lm.model, "generate", counting_generate)
+    hits = [Hit(Item("text", text="The tower was completed in 1889.", source="tower.txt", chunk=0))]
+    stream = engine.answer_stream("When was the tower built?", hits)
+    next(stream)
+    stream.close()
+    assert produced and produced[0] < engine.settings.max_new_tokens
+
+
+def test_question_image_is_shown_to_the_answering_model(tiny_engine):
+    from freeret_rag import UnsupportedModalityError
+
+    hits = [Hit(Item("text", text="Ladybirds are red.", source="bugs.txt", chunk=0))]
+    question_image = Image.new("RGB", (32, 32), (255, 0, 0))
+    prompt = source_prompt(hits, "Is this a ladybird?", [], vision=True, max_source_chars=100,
+                           max_images_per_source=2, query_image=question_image)
+    assert len(prompt.images) == 1 and "first image is the one the user asked about" in prompt.text
+    assert tiny_engine("qwen2_vl").answer("Is this a ladybird?", hits, image=question_image).sources == hits
+    with pytest.raises(UnsupportedModalityError):
+        tiny_engine("llama").answer("Is this a ladybird?", hits, image=question_image)
