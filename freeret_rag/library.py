@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from . import fusion
 from .errors import FreeRetError, IndexMismatchError, IngestError
 from .items import Hit, Item, ItemKind, Query
 from .media import MediaSettings, kind_for_path, load_items
@@ -149,14 +150,15 @@ class Library:
     """
 
     def __init__(self, engine: Any | None, data_dir: str | Path | None = None, chroma_url: str | None = None, *,
-                 allow_mismatch: bool = False, batch_size: int = 8, fusion_weights: tuple[float, float] = (1.0, 1.0),
+                 allow_mismatch: bool = False, batch_size: int = 8, fusion_weights: tuple[float, float] | None = None,
                  media_settings: MediaSettings = MediaSettings()) -> None:
         self.engine = engine
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         self.assets = self.data_dir / "assets"
         self.chroma_url = chroma_url
         self.batch_size = batch_size
-        self.fusion_weights = fusion_weights
+        self._fixed_fusion_weights = fusion_weights
+        self._calibration: tuple[tuple, tuple[float, float]] | None = None
         self.media_settings = media_settings
         self._lock = threading.RLock()
         self.client = connect(self.data_dir, chroma_url)
@@ -418,6 +420,25 @@ class Library:
         return report
 
     # -- searching -------------------------------------------------------------------------------
+    @property
+    def fusion_weights(self) -> tuple[float, float]:
+        """(dense, lexical) RRF weights: fixed if given, else measured on this index (fusion.py).
+
+        Measured once per index size and cached: a few query embeddings, not a per-search cost.
+        """
+        if self._fixed_fusion_weights is not None:
+            return self._fixed_fusion_weights
+        key = (self.store.name, len(self.store))
+        if self._calibration is None or self._calibration[0] != key:
+            engine = self._engine()
+            weights = fusion.calibrate(
+                self.store.all_items(),
+                dense_search=lambda text: [h.item.item_id for h in self.store.dense(engine.embed_query(text), 20)],
+                lexical_search=lambda text: [item_id for item_id, _ in self.store.lexical.search(text, 20)])
+            self._calibration = (key, weights or (1.0, 1.0))
+            log.info("fusion weights (dense, lexical) for %s: %s", self.store.name, self._calibration[1])
+        return self._calibration[1]
+
     def search(self, query: Query | str, k: int = 10, kinds: Sequence[ItemKind] | None = None,
                doc_ids: Sequence[str] | None = None, rerank: bool = True, rerank_k: int = 10,
                depth: int | None = None) -> list[Hit]:

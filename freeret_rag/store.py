@@ -263,6 +263,11 @@ class Store:
     def document(self, doc_id: str) -> DocumentInfo | None:
         return next(iter(self.documents(doc_id)), None)
 
+    def all_items(self) -> list[Item]:
+        """Every complete item (text and metadata, no vectors), e.g. to calibrate fusion."""
+        with self._lock:
+            return [Item.from_metadata(item_id, meta, text) for item_id, (meta, text) in self._items.items()]
+
     def items(self, doc_id: str) -> list[Item]:
         """A complete document's items in reading order (pages, time, chunks)."""
         with self._lock:
