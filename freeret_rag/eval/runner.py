@@ -86,9 +86,11 @@ def timed(call: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def run_queries(engine: Any, library: Any, dataset: BeirDataset, qids: Sequence[str], config: EvalConfig,
-                log: Callable[[str], None] = lambda line: None) -> tuple[dict[str, dict[str, list[str]]], dict[str, list[float]], list[str]]:
+                log: Callable[[str], None] = lambda line: None,
+                ) -> tuple[dict[str, dict[str, list[str]]], dict[str, list[float]], list[str]]:
     """Every query through every stage: (stage -> qid -> ranked ids, stage -> ms per query, skipped)."""
-    store, weights = library.store, library.fusion_weights
+    store = library.store
+    weights = library.fusion_weights if config.fusion else (1.0, 1.0)  # cached by the library
     stages = ["lexical", "dense"] + (["fused"] if config.fusion else []) + (["reranked"] if config.rerank_k else [])
     runs: dict[str, dict[str, list[str]]] = {stage: {} for stage in stages}
     ms: dict[str, list[float]] = {stage: [] for stage in stages}
@@ -143,6 +145,8 @@ def evaluate_engine(engine: Any, dataset: BeirDataset, config: EvalConfig = Eval
         (indexed, left_out), index_ms = timed(lambda: index_corpus(
             library, items, str(dataset.root), lambda done: done % every or log(f"  {done}/{len(items)} items")))
         log(f"indexed {indexed} items in {index_ms / 1000:.1f} s; running {len(qids)} queries ...")
+        # the library may measure its fusion weights on the index (once, cached): not a per-query cost
+        weights, weights_ms = timed(lambda: library.fusion_weights) if config.fusion else ((1.0, 1.0), 0.0)
         runs, ms, skipped = run_queries(engine, library, dataset, qids, config, log)
     asked = [qid for qid in qids if qid not in skipped]
     qrels = {qid: dataset.qrels[qid] for qid in asked}
@@ -166,6 +170,7 @@ def evaluate_engine(engine: Any, dataset: BeirDataset, config: EvalConfig = Eval
                   "prompt_version": engine.prompt_version, "settings": engine_settings(engine)},
         "config": asdict(config),
         "index": {"seconds": index_ms / 1000, "items_per_s": indexed / max(index_ms / 1000, 1e-9)},
+        "fusion": {"dense_weight": weights[0], "lexical_weight": weights[1], "seconds": weights_ms / 1000},
         "stages": stages,
         "per_query": {qid: {stage: run.get(qid, [])[:TOP_SAVED] for stage, run in runs.items()} for qid in asked},
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
@@ -177,7 +182,8 @@ def format_report(report: dict[str, Any]) -> str:
     names = list(next(iter(report["stages"].values()))["metrics"])
     data, model = report["dataset"], report["model"]
     lines = [f"{data['name']}: {data['indexed_items']} items, {data['evaluated_queries']} queries; "
-             f"model {model['id']} ({model['prompt_version']}); index {report['index']['seconds']:.1f} s",
+             f"model {model['id']} ({model['prompt_version']}); index {report['index']['seconds']:.1f} s; "
+             f"RRF weights dense {report['fusion']['dense_weight']:.3f}, lexical {report['fusion']['lexical_weight']:.3f}",
              f"{'stage':<18}" + "".join(f"{name:>11}" for name in names) + f"{'ms/query':>11}{'p95 ms':>10}"]
     for stage, result in report["stages"].items():
         timing = result["ms_per_query"]

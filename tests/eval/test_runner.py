@@ -79,6 +79,7 @@ def test_runner_stages_with_an_oracle_reranker(toy_dataset, tmp_path):
             assert report["per_query"][qid]["reranked"][0] == best
     assert reranked["mrr@10"] >= report["stages"]["fused"]["metrics"]["mrr@10"]
     assert report["dataset"]["indexed_items"] == 6 and report["dataset"]["evaluated_queries"] == 2
+    assert 0 <= report["fusion"]["dense_weight"] <= 1 and 0 <= report["fusion"]["lexical_weight"] <= 1
     for result in report["stages"].values():
         assert set(result["metrics"]) == METRICS
         assert all(0.0 <= value <= 1.0 for value in result["metrics"].values())
