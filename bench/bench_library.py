@@ -82,6 +82,10 @@ def bench_ingestion(model: str, samples: Path, work: Path) -> None:
         print(f"ingest {kind:<5}: {len(copies)} file(s), {items:3d} items in {seconds:6.2f} s = {rate}; "
               f"skipped {len(report.skipped)}; peak RSS {peak_rss_mib():.0f} MiB")
     started = time.perf_counter()
+    weights = library.fusion_weights  # measured once per index state (fusion.py), then cached
+    print(f"fusion weights (dense, lexical) = ({weights[0]:.3f}, {weights[1]:.3f}), "
+          f"measured in {time.perf_counter() - started:.1f} s")
+    started = time.perf_counter()
     hits = library.search("mime type glob pattern", k=10, rerank=False)
     first = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
