@@ -158,7 +158,7 @@ class Library:
         self.chroma_url = chroma_url
         self.batch_size = batch_size
         self._fixed_fusion_weights = fusion_weights
-        self._calibration: tuple[tuple, tuple[float, float]] | None = None
+        self._calibration: tuple[str, int, tuple[float, float] | None] | None = None  # (index, size, weights)
         self.media_settings = media_settings
         self._lock = threading.RLock()
         self.client = connect(self.data_dir, chroma_url)
@@ -424,20 +424,23 @@ class Library:
     def fusion_weights(self) -> tuple[float, float]:
         """(dense, lexical) RRF weights: fixed if given, else measured on this index (fusion.py).
 
-        Measured once per index size and cached: a few query embeddings, not a per-search cost.
+        Measured with a few query embeddings and cached until the index has grown or shrunk by
+        half (or had too little text to measure), so uploads do not each trigger a re-measure.
         """
         if self._fixed_fusion_weights is not None:
             return self._fixed_fusion_weights
-        key = (self.store.name, len(self.store))
-        if self._calibration is None or self._calibration[0] != key:
+        size = len(self.store)
+        cached = self._calibration
+        if cached is None or cached[0] != self.store.name or not (cached[1] / 2 <= size <= cached[1] * 1.5) \
+                or (cached[2] is None and size != cached[1]):
             engine = self._engine()
             weights = fusion.calibrate(
                 self.store.all_items(),
                 dense_search=lambda text: [h.item.item_id for h in self.store.dense(engine.embed_query(text), 20)],
                 lexical_search=lambda text: [item_id for item_id, _ in self.store.lexical.search(text, 20)])
-            self._calibration = (key, weights or (1.0, 1.0))
-            log.info("fusion weights (dense, lexical) for %s: %s", self.store.name, self._calibration[1])
-        return self._calibration[1]
+            self._calibration = cached = (self.store.name, size, weights)
+            log.info("fusion weights (dense, lexical) for %s: %s", self.store.name, weights or "plain RRF")
+        return cached[2] or (1.0, 1.0)
 
     def search(self, query: Query | str, k: int = 10, kinds: Sequence[ItemKind] | None = None,
                doc_ids: Sequence[str] | None = None, rerank: bool = True, rerank_k: int = 10,

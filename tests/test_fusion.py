@@ -51,3 +51,28 @@ def test_a_random_dense_ranker_is_weighted_out_and_fusion_keeps_the_lexical_orde
 
 def test_too_little_text_means_plain_rrf():
     assert calibrate([Item("image", item_id="i")], lambda t: [], lambda t: []) is None
+
+
+def test_library_measures_weights_once_and_again_only_after_the_index_changes_a_lot(tiny_engine, tmp_path):
+    from freeret_rag.library import Library
+
+    engine = tiny_engine("llama")
+    calls = []
+    library = Library(engine, data_dir=tmp_path / "index")
+    original = engine.embed_query
+    library.engine = type("Counting", (), {"__getattr__": lambda self, name: getattr(engine, name),
+                                           "embed_query": lambda self, q: calls.append(q) or original(q)})()
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(6):
+        (notes / f"note{i}.txt").write_text(" ".join(f"word{i}x{j} topic{j % 7}" for j in range(40)))
+    library.add([notes])
+    first = library.fusion_weights
+    measured = len(calls)
+    assert measured >= 4 and all(0.0 <= w <= 1.0 for w in first) and max(first) == 1.0
+    assert library.fusion_weights == first and len(calls) == measured  # cached
+    (notes / "extra.txt").write_text(" ".join(f"extra{j}" for j in range(40)))
+    library.add([notes / "extra.txt"])
+    library.fusion_weights
+    assert len(calls) == measured  # one more file out of six: not worth a re-measure
+    assert Library(engine, data_dir=tmp_path / "index", fusion_weights=(0.5, 1.0)).fusion_weights == (0.5, 1.0)
