@@ -34,6 +34,8 @@ class EngineSettings:
     - `priors`: explicit priors in the embedding prompt, or E5-V's one-word summary.
     - `rerank_framing`: "choice" (neutral A/B, the method) or "yesno" (baseline).
     - `rerank_swap`: also score with the options swapped and average (2x cost, less position bias).
+    - `rerank_batch_size`: pairs per rerank forward; at least the default K (10), so the K
+      pairs of one search are scored in a single batched forward.
     - `max_image_side`: longest image side given to the model (tokens grow with pixels).
     - `max_text_chars`: item text kept in embedding and rerank prompts.
     """
@@ -43,6 +45,7 @@ class EngineSettings:
     rerank_framing: prompts.RerankFraming = "choice"
     rerank_swap: bool = False
     batch_size: int = 8
+    rerank_batch_size: int = 16
     max_image_side: int = 1024
     max_text_chars: int = 1500
     max_new_tokens: int = 384
@@ -140,7 +143,7 @@ class FreeRet:
             return []
         query = Query(query) if isinstance(query, str) else query
         labels = prompts.RERANK_LABELS[self.settings.rerank_framing]
-        size = batch_size or self.settings.batch_size
+        size = batch_size or self.settings.rerank_batch_size
         with self._lock:
             scores = match_probabilities(self.lm, [self._rerank_prompt(query, hit.item, False) for hit in hits],
                                          labels, size, self.settings.max_image_side)

@@ -61,7 +61,7 @@ def test_ten_candidates_are_scored_in_one_batched_forward(tiny_engine):
     handle = first_layer.register_forward_hook(lambda _m, args, _o: forwards.append(args[0].shape[0] if args else None))
     try:
         hits = [Hit(Item("text", text=f"candidate number {i} " * (i + 1), item_id=str(i))) for i in range(10)]
-        reranked = engine.rerank("candidate number 3", hits, batch_size=10)
+        reranked = engine.rerank("candidate number 3", hits)  # default batch covers K=10
     finally:
         handle.remove()
     assert len(forwards) == 1 and len(reranked) == 10
