@@ -272,7 +272,7 @@ class Library:
                     loaded = {"total": 0}
                     items = load_items(path, doc_id, self.assets, settings=self.media_settings,
                                        progress=lambda done, total: loaded.update(total=total))
-                    doc, note = self._ingest(path, doc_id, items, fields,
+                    doc, note = self.ingest_items(path, doc_id, items, fields,
                                              lambda done: event("item", done, max(done, loaded["total"])))
         except Exception as error:  # noqa: BLE001 - one bad file must never stop the batch
             reason = error.reason if isinstance(error, IngestError) else f"{type(error).__name__}: {error}"
@@ -308,9 +308,11 @@ class Library:
             return item.without_images()
         return None
 
-    def _ingest(self, path: str | Path, doc_id: str, items: Iterable[Item], fields: dict[str, Any],
-                on_item: Callable[[int], None]) -> tuple[DocumentInfo, str]:
+    def ingest_items(self, path: str | Path, doc_id: str, items: Iterable[Item], fields: dict[str, Any],
+                     on_item: Callable[[int], None]) -> tuple[DocumentInfo, str]:
         """Embed and store one document's items as pending, in batches, then commit them at once.
+
+        `add` uses it for files; callers with ready-made Items (the eval datasets) use it directly.
 
         Items keep their images in the index even when embedded from text only, so that a later
         re-index with a vision model (and the answer stage) can still use the page images.
@@ -394,7 +396,7 @@ class Library:
                 fields = {"content_hash": doc.content_hash, "path": doc.path, "file_type": doc.file_type,
                           "added_at": doc.added_at}
                 try:
-                    new, note = self._ingest(doc.source, doc.doc_id, items, fields,
+                    new, note = self.ingest_items(doc.source, doc.doc_id, items, fields,
                                              lambda done: event("item", done, len(items)))
                 except Exception as error:  # noqa: BLE001 - keep going, keep the old index
                     failed |= not isinstance(error, _Unseeable)

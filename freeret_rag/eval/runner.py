@@ -61,12 +61,12 @@ def index_corpus(library: Any, items: Sequence[Item], source: str,
                  on_item: Callable[[int], None] = lambda done: None) -> tuple[int, dict[str, int]]:
     """Embed and store the items as one library document; return (indexed, left out by kind).
 
-    Uses the library's own ingest step (`_ingest`): the same embedding batches, text fallback and
+    Uses the library's own ingest step (`ingest_items`): the same embedding batches, text fallback and
     store writes as `Library.add`, but for items that come from a dataset rather than from files.
     """
     fields = {"content_hash": "", "path": source, "file_type": "eval", "added_at": time.time()}
     items = [replace(item, doc_id=CORPUS_DOC) for item in items]
-    doc, _ = library._ingest(source, CORPUS_DOC, items, fields, on_item)
+    doc, _ = library.ingest_items(source, CORPUS_DOC, items, fields, on_item)
     indexed = {item.item_id for item in library.items(CORPUS_DOC)}
     left_out: dict[str, int] = {}
     for item in items:
