@@ -10,7 +10,7 @@ from typing import Iterator, Sequence
 import torch
 
 from . import prompts
-from .inputs import Prompt, encode
+from .inputs import Prompt, encode, sample_frames
 from .items import Hit, ImageLike, open_image
 from .models import LoadedModel
 
@@ -53,11 +53,7 @@ def source_prompt(hits: Sequence[Hit], question: str, history: Sequence[dict], v
         item = hit.item
         lines.append(prompts.source_header(number, item.label))
         if vision and item.images:
-            media = item.open_images()
-            if len(media) > max_images_per_source:
-                step = len(media) / max_images_per_source
-                media = [media[int(i * step)] for i in range(max_images_per_source)]
-            images.extend(media)
+            images.extend(open_image(image) for image in sample_frames(item.images, max_images_per_source, even=False))
         if item.text:
             lines.append(item.text[:max_source_chars])
         lines.append("")

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 # The hub ids used when no model is given. A 2B Qwen2-VL where a GPU is present; on CPU the
-# smallest SmolVLM, which answers in seconds on a laptop (quality is modest; pass --model).
+# smallest SmolVLM: its SmolLM2-135M language model answers at interactive speed on CPU, but its
+# retrieval quality is unmeasured and likely weak (pass --model for a larger one).
 GPU_DEFAULT_MODEL = "Qwen/Qwen2-VL-2B-Instruct"
 CPU_DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 

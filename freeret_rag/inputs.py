@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, TypeVar
 
 import torch
 from PIL import Image
 
 from .errors import UnsupportedModalityError
 from .models import LoadedModel
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -42,8 +44,8 @@ def downscale(image: Image.Image, max_side: int) -> Image.Image:
     return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
 
 
-def sample_frames(frames: Sequence[Image.Image], limit: int, even: bool) -> list[Image.Image]:
-    """Evenly keep at most `limit` frames; native video needs an even count (2-frame patches)."""
+def sample_frames(frames: Sequence[T], limit: int, even: bool) -> list[T]:
+    """Evenly keep at most `limit` frames (images or paths); native video needs an even count."""
     frames = list(frames)
     if len(frames) > limit:
         step = len(frames) / limit

@@ -152,7 +152,3 @@ class Answer:
     sources: list[Hit] = field(default_factory=list)
     cited: list[int] = field(default_factory=list)
     retrieval_query: str = ""
-
-    @property
-    def cited_hits(self) -> list[Hit]:
-        return [self.sources[number - 1] for number in self.cited]

@@ -103,11 +103,11 @@ def load_model(source: str | Path, device: str | None = None, dtype: str | None 
     torch_device = pick_device(device)
     # transformers keeps GGUF weights packed and computes in fp32: any other dtype only adds casts.
     torch_dtype = pick_dtype(torch_device, dtype or ("float32" if is_gguf else None))
-    load_kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    source_kwargs: dict[str, Any] = {}  # where the files are: also for config and tokenizer
     if is_gguf:
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path}")
-        location, load_kwargs["gguf_file"] = str(path.parent), path.name
+        location, source_kwargs["gguf_file"] = str(path.parent), path.name
     elif path.exists():
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} is not a model folder (no config.json) and not a .gguf file")
@@ -115,15 +115,15 @@ def load_model(source: str | Path, device: str | None = None, dtype: str | None 
     else:
         location = source
     try:
-        config = AutoConfig.from_pretrained(location, **{k: v for k, v in load_kwargs.items() if k == "gguf_file"})
+        config = AutoConfig.from_pretrained(location, **source_kwargs)
         if _is_vision_language(config):
             processor = AutoProcessor.from_pretrained(location)
             tokenizer = processor.tokenizer
-            model = AutoModelForImageTextToText.from_pretrained(location, **load_kwargs)
+            model = AutoModelForImageTextToText.from_pretrained(location, dtype=torch_dtype, **source_kwargs)
         else:
             processor = None
-            tokenizer = AutoTokenizer.from_pretrained(location, **{k: v for k, v in load_kwargs.items() if k == "gguf_file"})
-            model = AutoModelForCausalLM.from_pretrained(location, **load_kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(location, **source_kwargs)
+            model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **source_kwargs)
     except OSError as error:
         if not path.exists():
             raise ModelLoadError(_offline_hint(source)) from error
