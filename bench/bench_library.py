@@ -139,8 +139,7 @@ def bench_queries(n: int, dim: int, queries: int, work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="model folder or hub id (default: a tiny offline qwen2_vl built on the fly)")
-    parser.add_argument("--samples", type=Path, default=Path(os.environ.get("FREERET_SAMPLES")
-                                                             or REPO.parent / "shared" / "samples"))
+    parser.add_argument("--samples", type=Path, default=REPO / "tests" / "data" / "samples")
     parser.add_argument("--items", type=int, default=10000)
     parser.add_argument("--dim", type=int, default=1536, help="vector size (Qwen2-VL-2B: 1536)")
     parser.add_argument("--queries", type=int, default=200)

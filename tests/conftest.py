@@ -60,18 +60,17 @@ def smollm2_gguf() -> tuple[Path, str]:
     return pkg, ggufs[0].name
 
 
-def _shared_samples() -> Path | None:
-    env = os.environ.get("FREERET_SAMPLES")
-    path = Path(env) if env else REPO_ROOT.parent / "shared" / "samples"
-    return path if path.is_dir() else None
+SAMPLES_DIR = TESTS_DIR / "data" / "samples"  # real files shipped with the repository
+
+
+def _shared_samples() -> Path:
+    return SAMPLES_DIR
 
 
 @pytest.fixture
 def samples_dir(tmp_path) -> Path:
     """A writable temp COPY of the shared sample files (never write into /work/shared)."""
     src = _shared_samples()
-    if src is None:
-        pytest.skip("sample files not found (set FREERET_SAMPLES or provide ../shared/samples)")
     dst = tmp_path / "samples"
     dst.mkdir()
     for f in src.iterdir():

@@ -18,13 +18,11 @@ from freeret_rag import cli
 from freeret_rag.library import Progress
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = Path(os.environ.get("FREERET_SAMPLES") or REPO.parent / "shared" / "samples")
+SAMPLES = REPO / "tests" / "data" / "samples"
 
 
 @pytest.fixture()
 def src(tmp_path) -> Path:
-    if not SAMPLES.is_dir():
-        pytest.skip(f"sample files not found in {SAMPLES}")
     folder = tmp_path / "my files"
     folder.mkdir()
     for name in ("LadyBird.jpg", "Garden.jpg", "README.md"):

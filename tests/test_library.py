@@ -29,15 +29,13 @@ from freeret_rag.library import CANNOT_SEE, Library, Skipped, iter_files
 from freeret_rag.store import list_indexes
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = Path(os.environ.get("FREERET_SAMPLES") or REPO.parent / "shared" / "samples")
+SAMPLES = REPO / "tests" / "data" / "samples"
 PDF, README = "shared-mime-info-spec.pdf", "README.md"
 IMAGES = ("Arc-Colors-Transparent-Wallpaper.png", "FreshFlower.webp", "Garden.jpg", "LadyBird.jpg",
           "YellowFlower.jpg", "blobs-l.svg")
 
 
 def copy_samples(target: Path, names=None) -> Path:
-    if not SAMPLES.is_dir():
-        pytest.skip(f"sample files not found in {SAMPLES}")
     target.mkdir(parents=True, exist_ok=True)
     for name in names or [p.name for p in SAMPLES.iterdir() if p.is_file()]:
         shutil.copyfile(SAMPLES / name, target / name)

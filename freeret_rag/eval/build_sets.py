@@ -1,6 +1,6 @@
 """Build the checked-in eval sets under assets/eval/ (run once; the output is committed).
 
-    python -m freeret_rag.eval.build_sets [--samples /work/shared/samples] [--out assets/eval]
+    python -m freeret_rag.eval.build_sets [--samples tests/data/samples] [--out assets/eval]
 
 * `multimodal/`: the shared sample photos (downsized), the sample PDF (6 pages), the sample video
   (3 segments of 3 s) and generated pictures with known content (shapes, a bar chart, a shop sign),
@@ -167,7 +167,7 @@ def build_multimodal(out: Path, samples: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=Path, default=Path("/work/shared/samples"))
+    parser.add_argument("--samples", type=Path, default=Path(__file__).resolve().parents[2] / "tests" / "data" / "samples")
     parser.add_argument("--out", type=Path, default=Path("assets/eval"))
     parser.add_argument("--only", choices=("multimodal", "pydoc"))
     args = parser.parse_args(argv)

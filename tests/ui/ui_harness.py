@@ -50,10 +50,9 @@ GUIDE_PAGES = [
 ]
 
 
-def shared_samples() -> Path | None:
-    """The read-only sample files: $FREERET_SAMPLES, else ../shared/samples next to the repo."""
-    path = Path(os.environ.get("FREERET_SAMPLES") or REPO_ROOT.parent / "shared" / "samples")
-    return path if path.is_dir() else None
+def shared_samples() -> Path:
+    """The read-only sample files shipped in tests/data/samples."""
+    return REPO_ROOT / "tests" / "data" / "samples"
 
 
 def chromium_path() -> str | None:
