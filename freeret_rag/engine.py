@@ -154,6 +154,22 @@ class FreeRet:
         scored = [replace(hit, rerank_score=float(score)) for hit, score in zip(hits, scores)]
         return sorted(scored, key=lambda hit: hit.rerank_score, reverse=True)
 
+    # -- the self-check's test queries ----------------------------------------------------------
+    def write_query(self, item: Item, max_new_tokens: int = 24) -> str:
+        """The model's own search query for an item (what a user might type to find it), raw.
+
+        A text-only model writes it from the item's text (a page's text layer); an item it can
+        neither see nor read raises UnsupportedModalityError.
+        """
+        if not self.supports(item):
+            if not item.text.strip():
+                self._check(item)
+            item = item.without_images()
+        text = prompts.item_text_block(item.kind, item.text[: self.settings.max_text_chars])
+        prompt = Prompt(text=text + prompts.self_query_instruction(item.kind), images=item.open_images(),
+                        as_video=item.kind == "video_segment")
+        return answering.generate_text(self.lm, prompt, max_new_tokens, self._lock, self.settings.max_image_side)
+
     # -- Stage 3 -------------------------------------------------------------------------------
     def standalone_query(self, question: str, history: Sequence[dict] = ()) -> str:
         """A follow-up rewritten to stand alone for retrieval; the question itself if it already does."""

@@ -56,12 +56,16 @@ class Item:
     t_end: float | None = None
     chunk: int | None = None
     thumbnail: str | None = None
+    #: The model's own top next-token words at the embedding read-out (PromptReps), best first.
+    words: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in ITEM_KINDS:
             raise ValueError(f"unknown item kind {self.kind!r}; expected one of {ITEM_KINDS}")
         if not isinstance(self.images, tuple):
             object.__setattr__(self, "images", tuple(self.images))
+        if not isinstance(self.words, tuple):
+            object.__setattr__(self, "words", tuple(self.words))
 
     @property
     def location(self) -> str:
@@ -98,6 +102,8 @@ class Item:
             value = getattr(self, key)
             if value is not None:
                 meta[key] = value
+        if self.words:
+            meta["words"] = " ".join(self.words)
         return meta
 
     @classmethod
@@ -114,6 +120,7 @@ class Item:
             t_end=metadata.get("t_end"),
             chunk=metadata.get("chunk"),
             thumbnail=metadata.get("thumbnail"),
+            words=tuple((metadata.get("words") or "").split()),
         )
 
 
@@ -134,6 +141,8 @@ class Hit:
     lexical_score: float | None = None
     fused_score: float | None = None
     rerank_score: float | None = None
+    #: Rank-blend of the first stage and the rerank (fusion.blend), for the reranked head only.
+    final_score: float | None = None
 
     @property
     def score(self) -> float:

@@ -23,17 +23,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from . import fusion
+from . import fusion, selfcheck
 from .errors import FreeRetError, IndexMismatchError, IngestError
 from .items import Hit, Item, ItemKind, Query
 from .media import MediaSettings, kind_for_path, load_items
-from .store import DocumentInfo, IndexInfo, Store, collection_name, connect, list_indexes
+from .selfcheck import SelfCheck
+from .store import DocumentInfo, IndexInfo, Store, as_weight_map, collection_name, connect, list_indexes
 
 log = logging.getLogger(__name__)
 
 # Kinds a text-only model can still embed from their text (a PDF page's text layer).
 TEXT_FALLBACK_KINDS: frozenset[str] = frozenset({"pdf_page"})
 CANNOT_SEE = "the loaded model cannot see images"
+QUERY_WORDS = 10  # the query's own model words searched in the words channel
 
 
 def default_data_dir() -> Path:
@@ -150,15 +152,23 @@ class Library:
     """
 
     def __init__(self, engine: Any | None, data_dir: str | Path | None = None, chroma_url: str | None = None, *,
-                 allow_mismatch: bool = False, batch_size: int = 8, fusion_weights: tuple[float, float] | None = None,
-                 media_settings: MediaSettings = MediaSettings()) -> None:
+                 allow_mismatch: bool = False, batch_size: int = 8,
+                 fusion_weights: tuple[float, ...] | dict[str, tuple[float, float, float]] | None = None,
+                 media_settings: MediaSettings = MediaSettings(), self_check: bool | None = None,
+                 rerank_share: float | None = None, words: bool = True) -> None:
         self.engine = engine
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         self.assets = self.data_dir / "assets"
         self.chroma_url = chroma_url
         self.batch_size = batch_size
-        self._fixed_fusion_weights = fusion_weights
-        self._calibration: tuple[str, int, tuple[float, float] | None] | None = None  # (index, size, weights)
+        self._fixed_fusion_weights = as_weight_map(fusion_weights) if fusion_weights is not None else None
+        self._fixed_share = rerank_share
+        #: Run the self-check at the end of indexing when the library changed by half (selfcheck.py).
+        self.auto_self_check = self_check if self_check is not None else \
+            os.environ.get("FREERET_SELF_CHECK", "1").lower() not in ("0", "false", "no", "off")
+        #: Index the model's own words per item and search them as a third channel.
+        self.use_words = words
+        self._checked: tuple[str, SelfCheck | None] | None = None  # (index name, cached result)
         self.media_settings = media_settings
         self._lock = threading.RLock()
         self.client = connect(self.data_dir, chroma_url)
@@ -249,6 +259,8 @@ class Library:
         emit = progress or (lambda event: None)
         for index, path in enumerate(files, 1):
             self._add_file(path, index, len(files), emit, report)
+        if report.added:
+            self._after_change(emit)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -324,8 +336,13 @@ class Library:
 
         def flush() -> None:
             nonlocal stored
-            vectors = self.engine.embed([view for _, view in batch], batch_size=self.batch_size)
-            self.store.put([item for item, _ in batch], vectors, fields)
+            views = [view for _, view in batch]
+            if self.use_words and hasattr(self.engine, "embed_with_words"):
+                vectors, words = self.engine.embed_with_words(views, batch_size=self.batch_size)
+                keep = [replace(item, words=tuple(word for word, _ in found)) for (item, _), found in zip(batch, words)]
+            else:
+                vectors, keep = self.engine.embed(views, batch_size=self.batch_size), [item for item, _ in batch]
+            self.store.put(keep, vectors, fields)
             for _ in batch:
                 stored += 1
                 on_item(stored + sum(left_out.values()))
@@ -418,44 +435,122 @@ class Library:
                 self._recover()
             else:
                 self.others = [i for i in list_indexes(self.client) if i.name != self.store.name and i.count]
+        if report.added:
+            self._after_change(emit)
         report.seconds = time.perf_counter() - started
         return report
 
-    # -- searching -------------------------------------------------------------------------------
+    # -- the self-check and what it decides -------------------------------------------------------
     @property
-    def fusion_weights(self) -> tuple[float, float]:
-        """(dense, lexical) RRF weights: fixed if given, else measured on this index (fusion.py).
+    def self_check_result(self) -> SelfCheck | None:
+        """The last self-check stored with this index (for its model and prompt version), or None."""
+        if self._checked is None or self._checked[0] != self.store.name:
+            raw = self.store.get_note("self_check")
+            result = None
+            if raw:
+                try:
+                    result = SelfCheck.from_json(raw)
+                except (ValueError, TypeError):
+                    log.warning("ignoring an unreadable self-check stored with %s", self.store.name)
+            self._checked = (self.store.name, result)
+        return self._checked[1]
 
-        Measured with a few query embeddings and cached until the index has grown or shrunk by
-        half (or had too little text to measure), so uploads do not each trigger a re-measure.
-        """
+    @property
+    def self_check_stale(self) -> bool:
+        result = self.self_check_result
+        return result is None or result.stale(len(self.store))
+
+    def self_check(self, progress: Callable[[str], None] | None = None) -> SelfCheck:
+        """Measure the loaded model on this library now (selfcheck.py) and store the result with the index."""
+        engine = self._engine()
+        items = self.store.all_items()
+        channels = fusion.CHANNELS if self.use_words and len(self.store.words) else ("dense", "lexical")
+        search = lambda query: self._channel_rankings(query, selfcheck.DEPTH)  # noqa: E731
+        result = selfcheck.measure(engine, items, search, self.store.kind_of, len(self.store), channels,
+                                   progress or (lambda line: None))
+        with self._lock:
+            self.store.set_note("self_check", result.to_json())
+            self._checked = (self.store.name, result)
+        log.info("self-check of %s: %s", self.store.name, " ".join(result.describe()))
+        return result
+
+    def _after_change(self, emit: ProgressCallback) -> None:
+        """At the end of indexing: re-measure when the library changed by half (never in a question)."""
+        if not self.auto_self_check or self.engine is None or not self.self_check_stale:
+            return
+        emit(Progress("check", "", 0, 0, message="checking how well the model finds your items ..."))
+        try:
+            result = self.self_check(lambda line: emit(Progress("check", "", 0, 0, message=line)))
+        except Exception:  # noqa: BLE001 - a failed measurement must not fail the indexing it follows
+            log.exception("the self-check failed; the previous settings stay")
+            return
+        emit(Progress("check", "", 0, 0, message=" ".join(result.describe())))
+
+    @property
+    def fusion_weights(self) -> dict[str, tuple[float, float, float]]:
+        """kind -> (dense, lexical, words) RRF weights ("*": every other kind): fixed if given, else
+        the self-check's, else plain RRF. The words channel is off when `use_words` is."""
         if self._fixed_fusion_weights is not None:
-            return self._fixed_fusion_weights
-        size = len(self.store)
-        cached = self._calibration
-        if cached is None or cached[0] != self.store.name or not (cached[1] / 2 <= size <= cached[1] * 1.5) \
-                or (cached[2] is None and size != cached[1]):
-            engine = self._engine()
-            weights = fusion.calibrate(
-                self.store.all_items(),
-                dense_search=lambda text: [h.item.item_id for h in self.store.dense(engine.embed_query(text), 20)],
-                lexical_search=lambda text: [item_id for item_id, _ in self.store.lexical.search(text, 20)])
-            self._calibration = cached = (self.store.name, size, weights)
-            log.info("fusion weights (dense, lexical) for %s: %s", self.store.name, weights or "plain RRF")
-        return cached[2] or (1.0, 1.0)
+            weights = self._fixed_fusion_weights
+        else:
+            result = self.self_check_result
+            weights = result.fusion_weights() if result is not None and result.measured else {"*": fusion.PLAIN}
+        if not self.use_words:
+            weights = {kind: (d, l, 0.0) for kind, (d, l, _) in weights.items()}
+        return weights
+
+    @property
+    def rerank_share(self) -> float:
+        """How much the rerank may move the first-stage order (fusion.blend): fixed, measured or default."""
+        if self._fixed_share is not None:
+            return self._fixed_share
+        result = self.self_check_result
+        return result.rerank_share if result is not None and result.measured else selfcheck.DEFAULT_SHARE
+
+    @property
+    def relevance_floor(self) -> float | None:
+        """The self-check's p(match) floor, or None when it is unmeasured or the reranker cannot tell."""
+        result = self.self_check_result
+        return result.floor if result is not None and result.measured else None
+
+    # -- searching -------------------------------------------------------------------------------
+    def _embed_query(self, query: Query) -> tuple[Any, list[str]]:
+        """The query vector and (with the words channel on) the model's own top words for it."""
+        engine = self._engine()
+        if self.use_words and len(self.store.words) and hasattr(engine, "embed_query_with_words"):
+            vector, words = engine.embed_query_with_words(query)
+            return vector, [word for word, _ in words][:QUERY_WORDS]
+        return engine.embed_query(query), []
+
+    def _channel_rankings(self, query: Query, depth: int) -> dict[str, list[str]]:
+        vector, words = self._embed_query(query)
+        return self.store.channels(vector, query.text, depth, query_words=words)[0]
 
     def search(self, query: Query | str, k: int = 10, kinds: Sequence[ItemKind] | None = None,
                doc_ids: Sequence[str] | None = None, rerank: bool = True, rerank_k: int = 10,
                depth: int | None = None) -> list[Hit]:
-        """Ranked hits: dense (model) and lexical (BM25) candidates fused by RRF, then the top
-        `rerank_k` reranked by the model. `depth` candidates are drawn from each first-stage ranker."""
+        """Ranked hits: dense, lexical and model-word candidates fused by weighted RRF, then the top
+        `rerank_k` reranked by the model and blended with the first-stage order by the measured share.
+
+        `depth` candidates are drawn from each first-stage channel. With `rerank`, the head is
+        reranked when the blend gives the reranker a share or a relevance floor applies (its
+        p(match) decides which sources the answer may use); otherwise reranking is skipped.
+        """
         engine = self._engine()
         query = Query(query) if isinstance(query, str) else query
         if not len(self.store):
             return []
-        vector = engine.embed_query(query)
+        vector, words = self._embed_query(query)
         depth = depth or max(2 * k, rerank_k, 50)
-        hits = self.store.search(vector, query.text, depth, kinds, doc_ids, self.fusion_weights)
-        if rerank and rerank_k > 0 and hits:
-            hits = engine.rerank(query, hits[:rerank_k]) + hits[rerank_k:]
+        hits = self.store.search(vector, query.text, depth, kinds, doc_ids, self.fusion_weights, words)
+        share = self.rerank_share
+        if rerank and rerank_k > 0 and hits and (share > 0 or self.relevance_floor is not None):
+            head = {hit.item.item_id: hit for hit in engine.rerank(query, hits[:rerank_k])}
+            scores = {item_id: hit.rerank_score for item_id, hit in head.items()}
+            order = fusion.blend([hit.item.item_id for hit in hits], scores, share)
+            by_id = {hit.item.item_id: hit for hit in hits} | head
+            size = len(head)
+            for position, item_id in enumerate(order[:size]):
+                by_id[item_id].final_score = 1.0 - position / size
+            hits = [by_id[item_id] for item_id in order]
         return hits[:k]

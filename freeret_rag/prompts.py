@@ -94,6 +94,17 @@ def rerank_question(query: str, kind: ItemKind, candidate_text: str, framing: Re
 # The two label tokens whose logits are compared, per framing: (match, no match).
 RERANK_LABELS: dict[str, tuple[str, str]] = {"choice": ("A", "B"), "yesno": ("Yes", "No")}
 
+# The self-check (selfcheck.py): the model writes the query a user would type to find an item.
+SELF_QUERY = (
+    "Write a short search query, 3 to 8 words, that someone would type to find {noun} above later. "
+    "Use your own words; do not copy a sentence from it. Reply with the query only."
+)
+
+
+def self_query_instruction(kind: ItemKind) -> str:
+    return SELF_QUERY.format(noun=KIND_WORDING[kind].noun)
+
+
 ANSWER_SYSTEM = (
     "You answer questions about the user's own files. Use only the numbered sources given with the "
     "question. After each fact, cite its source number in square brackets, like [1] or [2]. "

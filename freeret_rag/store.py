@@ -23,12 +23,12 @@ from urllib.parse import urlparse
 import bm25s
 import numpy as np
 
+from .fusion import CHANNELS, PLAIN, RRF_K, Weights, fuse, rrf  # noqa: F401  (rrf re-exported)
 from .items import Hit, Item, ItemKind
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
 
 COLLECTION_PREFIX = "freeret-"
-RRF_K = 60
 _MIN_SHARE = 0.1  # below this share of wanted items, let Chroma filter (see Store.dense)
 _PAGE = 5000  # Chroma get() page size: servers cap a request's batch size
 # Metadata written on every item besides Item.to_metadata(): what the document is and where it came from.
@@ -100,19 +100,6 @@ class DocumentInfo:
     added_at: float
     model_id: str
     prompt_version: str
-
-
-def rrf(rankings: Sequence[Sequence[str]], k: int = RRF_K, weights: Sequence[float] | None = None) -> dict[str, float]:
-    """Reciprocal rank fusion: sum over rankings of weight / (k + rank), ranks 1-based.
-
-    Rank-based, so cosine similarities and BM25 scores need no calibration against each other.
-    """
-    weights = weights or [1.0] * len(rankings)
-    fused: dict[str, float] = {}
-    for ranking, weight in zip(rankings, weights):
-        for rank, key in enumerate(ranking, start=1):
-            fused[key] = fused.get(key, 0.0) + weight / (k + rank)
-    return fused
 
 
 def lexical_text(source: str, text: str) -> str:
@@ -203,6 +190,7 @@ class Store:
             self.name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
             metadata=self._meta(status))
         self.lexical = LexicalIndex()
+        self.words = LexicalIndex()  # the model's own words per item (PromptReps), a keyword channel of its own
         self._items: dict[str, tuple[dict[str, Any], str]] = {}  # complete items: id -> (metadata, text)
         self._lock = threading.Lock()
         self._load()
@@ -215,7 +203,20 @@ class Store:
         return (self.collection.metadata or {}).get("status", "active")
 
     def set_status(self, status: str) -> None:
-        self.collection.modify(metadata=self._meta(status))
+        self.collection.modify(metadata={**self._stored_meta(), **self._meta(status)})
+
+    def _stored_meta(self) -> dict[str, Any]:
+        """The collection's metadata as stored now (another process may have changed it)."""
+        return dict(self.client.get_collection(self.name, embedding_function=None).metadata or {})
+
+    def get_note(self, key: str) -> str | None:
+        """A string kept with the index (e.g. the self-check's result), or None."""
+        value = self._stored_meta().get(f"note:{key}")
+        return value if isinstance(value, str) else None
+
+    def set_note(self, key: str, value: str) -> None:
+        meta = {**self._stored_meta(), f"note:{key}": value}
+        self.collection.modify(metadata=meta)
 
     # -- reading ---------------------------------------------------------------------------------
     def _get(self, where: dict[str, Any], include: list[str]) -> Iterable[tuple[str, dict, str]]:
@@ -238,11 +239,13 @@ class Store:
             for item_id, meta, text in rows:
                 self._items[item_id] = (meta, text)
         self.lexical.add((i, lexical_text(m.get("source", ""), t), m["kind"], m["doc_id"]) for i, m, t in rows)
+        self.words.add((i, m["words"], m["kind"], m["doc_id"]) for i, m, t in rows if m.get("words"))
 
     def _forget(self, doc_ids: set[str]) -> None:
         with self._lock:
             self._items = {k: v for k, v in self._items.items() if v[0]["doc_id"] not in doc_ids}
         self.lexical.remove_documents(doc_ids)
+        self.words.remove_documents(doc_ids)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -357,22 +360,56 @@ class Store:
             return [Hit(Item.from_metadata(item_id, *self._items[item_id]), dense_score=1.0 - float(distance))
                     for item_id, distance in zip(result["ids"][0], result["distances"][0]) if item_id in self._items]
 
-    def search(self, vector: np.ndarray | None, text: str, n: int, kinds: Sequence[ItemKind] | None = None,
-               doc_ids: Sequence[str] | None = None, weights: tuple[float, float] = (1.0, 1.0)) -> list[Hit]:
-        """Hybrid first stage: dense top-n and BM25 top-n, fused by RRF, best first (up to 2n hits)."""
+    def kind_of(self, item_id: str) -> str:
+        """The kind of a complete item ("" if unknown)."""
+        entry = self._items.get(item_id)
+        return entry[0]["kind"] if entry else ""
+
+    def channels(self, vector: np.ndarray | None, text: str, n: int, kinds: Sequence[ItemKind] | None = None,
+                 doc_ids: Sequence[str] | None = None, query_words: Sequence[str] = (),
+                 ) -> tuple[dict[str, list[str]], dict[str, Hit]]:
+        """The first-stage rankings, each best first and up to n deep: "dense" (cosine), "lexical"
+        (BM25 over text and file name) and "words" (BM25 over the items' own model words, queried
+        with the query's text and its model words); and the hits they found, with their scores."""
         hits: dict[str, Hit] = {}
         if vector is not None:
             hits = {hit.item.item_id: hit for hit in self.dense(vector, n, kinds, doc_ids)}
-        dense_ranking = list(hits)
+        rankings = {"dense": list(hits)}
         lexical = self.lexical.search(text, n, kinds, doc_ids)
+        rankings["lexical"] = [item_id for item_id, _ in lexical]
+        words = self.words.search(" ".join([text, *query_words]), n, kinds, doc_ids) if len(self.words) else []
+        rankings["words"] = [item_id for item_id, _ in words]
         with self._lock:
+            for item_id, score in lexical + words:
+                if item_id not in hits and item_id in self._items:
+                    meta, item_text = self._items[item_id]
+                    hits[item_id] = Hit(Item.from_metadata(item_id, meta, item_text))
             for item_id, score in lexical:
                 if item_id in hits:
                     hits[item_id].lexical_score = score
-                elif item_id in self._items:
-                    meta, item_text = self._items[item_id]
-                    hits[item_id] = Hit(Item.from_metadata(item_id, meta, item_text), lexical_score=score)
-        fused = rrf([dense_ranking, [item_id for item_id, _ in lexical]], weights=weights)
+        return rankings, hits
+
+    def search(self, vector: np.ndarray | None, text: str, n: int, kinds: Sequence[ItemKind] | None = None,
+               doc_ids: Sequence[str] | None = None, weights: Weights | tuple[float, float] | dict[str, Weights] = PLAIN,
+               query_words: Sequence[str] = ()) -> list[Hit]:
+        """Hybrid first stage: the channels' top-n fused by weighted RRF, best first.
+
+        `weights` is one (dense, lexical[, words]) triple or a mapping kind -> triple ("*": default).
+        """
+        rankings, hits = self.channels(vector, text, n, kinds, doc_ids, query_words)
+        fused = fuse(rankings, as_weight_map(weights), self.kind_of)
         for item_id, hit in hits.items():
-            hit.fused_score = fused[item_id]
+            hit.fused_score = fused.get(item_id, 0.0)
         return sorted(hits.values(), key=lambda hit: hit.fused_score, reverse=True)
+
+
+def as_weight_map(weights: Weights | tuple[float, float] | dict[str, Weights]) -> dict[str, Weights]:
+    """One triple (or a (dense, lexical) pair, words then weighted 1) or a kind map, as a kind map."""
+    if isinstance(weights, dict):
+        return weights
+    values = tuple(float(w) for w in weights)
+    if len(values) == 2:
+        values = (*values, 1.0)
+    if len(values) != len(CHANNELS):
+        raise ValueError(f"fusion weights need {len(CHANNELS)} values (dense, lexical, words), got {weights!r}")
+    return {"*": values}  # type: ignore[dict-item]

@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 for _k, _v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-               "GRADIO_ANALYTICS_ENABLED": "False", "ANONYMIZED_TELEMETRY": "False"}.items():
+               "GRADIO_ANALYTICS_ENABLED": "False", "ANONYMIZED_TELEMETRY": "False",
+               # the self-check generates text after indexing: tests of other features skip it (its own
+               # tests in tests/test_selfcheck.py turn it on explicitly)
+               "FREERET_SELF_CHECK": "0"}.items():
     os.environ[_k] = _v
 
 TESTS_DIR = Path(__file__).resolve().parent

@@ -1,78 +1,124 @@
-"""Label-free fusion weights: a ranker that cannot find items from their own words fades out."""
+"""The hybrid ranking's arithmetic, checked by hand: weighted RRF, the rerank blend, the floor; and that
+the store and the library really apply the weights they are given (not ignored, not swapped)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from freeret_rag.fusion import calibrate, mean_reciprocal_rank, pseudo_queries, weights_from_quality
+from freeret_rag import fusion
 from freeret_rag.items import Item
-from freeret_rag.store import rrf
+from freeret_rag.store import Store, connect
 
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
-
-
-def passages(n: int) -> list[Item]:
-    return [Item("text", item_id=f"doc{i}", text=" ".join(WORDS[(i + j) % len(WORDS)] + str(i) for j in range(30)))
-            for i in range(n)]
+# -- pure functions ------------------------------------------------------------------------------
 
 
-def test_pseudo_queries_are_middle_spans_of_long_enough_items_and_deterministic():
-    items = passages(6) + [Item("text", item_id="short", text="too short to be a query")]
-    queries = pseudo_queries(items, sample=10, words=12)
-    assert len(queries) == 6 and "short" not in {target for _, target in queries}
-    by_id = {item.item_id: item.text for item in items}
-    for text, target in queries:
-        assert len(text.split()) == 12 and text in by_id[target]
-    assert pseudo_queries(list(reversed(items)), sample=10, words=12) == queries
+def test_weighted_fusion_by_hand_with_per_kind_weights():
+    rankings = {"dense": ["a", "b"], "lexical": ["b", "c"], "words": ["c"]}
+    kinds = {"a": "image", "b": "text", "c": "text"}
+    fused = fusion.fuse(rankings, {"*": (1.0, 0.5, 0.0), "image": (0.25, 1.0, 1.0)}, kinds.get, k=60)
+    assert fused["a"] == pytest.approx(0.25 / 61)
+    assert fused["b"] == pytest.approx(1 / 62 + 0.5 / 61)
+    assert fused["c"] == pytest.approx(0.5 / 62)  # words weight 0 for text
+    assert fusion.ordered(fused) == ["b", "c", "a"]
 
 
 def test_mean_reciprocal_rank_by_hand():
-    assert mean_reciprocal_rank([["a", "b"], ["x", "y", "b"], ["z"]], ["a", "b", "q"]) == pytest.approx((1 + 1 / 3 + 0) / 3)
+    assert fusion.mean_reciprocal_rank([["a", "b"], ["x", "y", "b"], ["z"]], ["a", "b", "q"]) \
+        == pytest.approx((1 + 1 / 3 + 0) / 3)
 
 
-def test_weights_relative_to_the_better_ranker():
-    assert weights_from_quality(0.1, 0.8) == pytest.approx(((0.1 / 0.8) ** 3, 1.0))
-    assert weights_from_quality(0.9, 0.9) == (1.0, 1.0)
-    assert weights_from_quality(0.0, 0.0) == (1.0, 1.0)
+def test_weight_grid_is_every_normalised_triple_nearest_plain_first():
+    grid = fusion.weight_grid()
+    assert len(grid) == 4 ** 3 - 3 ** 3  # triples of {0, .25, .5, 1} with a 1 in them
+    assert grid[0] == (1.0, 1.0, 1.0) and len(set(grid)) == len(grid)
+    two = fusion.weight_grid(("dense", "lexical"))
+    assert set(two) == {(1.0, x, 0.0) for x in fusion.WEIGHT_STEPS} | {(x, 1.0, 0.0) for x in fusion.WEIGHT_STEPS}
 
 
-def test_a_random_dense_ranker_is_weighted_out_and_fusion_keeps_the_lexical_order():
-    items = passages(12)
-    ids = [item.item_id for item in items]
-    exact = lambda text: sorted(ids, key=lambda i: -sum(w in next(x.text for x in items if x.item_id == i).split()
-                                                        for w in text.split()))
-    useless = lambda text: list(reversed(ids))  # the same ranking whatever the query
-    dense_weight, lexical_weight = calibrate(items, dense_search=useless, lexical_search=exact, sample=12)
-    assert lexical_weight == 1.0 and dense_weight < 0.05
-    query = items[3].text.split()[10:22]
-    fused = rrf([useless(" ".join(query)), exact(" ".join(query))], weights=[dense_weight, lexical_weight])
-    assert max(fused, key=fused.get) == "doc3"  # with plain RRF the useless ranker would have a say
+def test_best_weights_follow_the_channel_that_finds_the_targets():
+    # lexical puts the target first every time; dense always puts it last of four
+    queries = [{"dense": [f"n{q}a", f"n{q}b", f"n{q}c", f"t{q}"], "lexical": [f"t{q}", f"n{q}a"]} for q in range(5)]
+    targets = [f"t{q}" for q in range(5)]
+    weights, mrr = fusion.best_weights(queries, targets, lambda i: "text", ("dense", "lexical"))
+    assert mrr == 1.0 and weights[1] == 1.0 and weights[0] < 1.0
+    # plain RRF would put n?a (dense 1st, lexical 2nd) above the target: 1/61 + 1/62 > 1/61 + 1/64
+    plain = [fusion.ordered(fusion.fuse(r, {"*": fusion.PLAIN})) for r in queries]
+    assert fusion.mean_reciprocal_rank(plain, targets) == pytest.approx(0.5)
 
 
-def test_too_little_text_means_plain_rrf():
-    assert calibrate([Item("image", item_id="i")], lambda t: [], lambda t: []) is None
+def test_blend_by_hand():
+    first = ["a", "b", "c", "d", "e"]
+    p = {"a": 0.1, "b": 0.9, "c": 0.5, "d": 0.0}  # e was not reranked
+    assert fusion.blend(first, p, 0.0) == first
+    assert fusion.blend(first, p, 1.0) == ["b", "c", "a", "d", "e"]
+    # share .5: positions (first, p) -> sums a 0+2, b 1+0, c 2+1, d 3+3 -> b, a, c, d; e stays last
+    assert fusion.blend(first, p, 0.5) == ["b", "a", "c", "d", "e"]
+    # share .25: a .75*1 + .25*.5 = .875, b .75*.75 + .25*1 = .8125 -> a stays first
+    assert fusion.blend(first, p, 0.25)[:2] == ["a", "b"]
 
 
-def test_library_measures_weights_once_and_again_only_after_the_index_changes_a_lot(tiny_engine, tmp_path):
+def test_best_share_prefers_the_smaller_share_on_ties_and_finds_a_helpful_reranker():
+    first = [["x", "t"], ["y", "u"]]
+    helpful = [{"x": 0.1, "t": 0.9}, {"y": 0.2, "u": 0.8}]
+    share, measured = fusion.best_share(first, helpful, ["t", "u"])
+    assert measured[0.0] == pytest.approx(0.5) and measured[1.0] == 1.0 and share == 0.75  # .75 already flips
+    useless = [{"x": 0.5, "t": 0.5}, {"y": 0.5, "u": 0.5}]
+    assert fusion.best_share(first, useless, ["t", "u"])[0] == 0.0
+
+
+def test_auc_and_floor_by_hand():
+    assert fusion.auc([0.9, 0.8], [0.1, 0.85]) == pytest.approx(3 / 4)
+    assert fusion.auc([0.5], [0.5]) == 0.5 and fusion.auc([], [0.1]) is None
+    matches = [0.9, 0.8, 0.7, 0.95, 0.6, 0.85, 0.75, 0.65, 0.92, 0.88]
+    floor, separation = fusion.relevance_floor(matches, [0.1, 0.2, 0.05, 0.3])
+    assert separation == 1.0 and floor == 0.65  # 10 matches: the second lowest keeps 9 of them
+    assert fusion.relevance_floor([0.5, 0.4, 0.3, 0.6], [0.5, 0.45, 0.35, 0.55]) [0] is None  # AUC .56
+
+
+# -- the weights are applied where the search runs ---------------------------------------------
+DIM = 8
+
+
+def _store(tmp_path) -> Store:
+    """Three items whose dense order is a, b, c and whose lexical order is c, b, a (by construction)."""
+    store = Store(connect(tmp_path), "m", "p")
+    items = [Item("text", text=text, item_id=f"d:{name}", doc_id="d", source="notes.txt", chunk=n)
+             for n, (name, text) in enumerate([("a", "zebra"), ("b", "zebra quokka"), ("c", "zebra quokka quokka")])]
+    axis = np.eye(DIM, dtype=np.float32)
+    vectors = np.stack([axis[0], 0.8 * axis[0] + 0.6 * axis[1], 0.6 * axis[0] + 0.8 * axis[1]])
+    store.put(items, vectors, {"content_hash": "h", "path": "/x/notes.txt", "file_type": "text", "model_id": "m",
+                               "prompt_version": "p", "added_at": 1.0})
+    store.commit("d")
+    return store
+
+
+QUERY = np.eye(DIM, dtype=np.float32)[0]
+
+
+def test_store_search_applies_the_weights(tmp_path):
+    store = _store(tmp_path)
+    dense_only = [hit.item.item_id for hit in store.search(QUERY, "quokka", 3, weights=(1.0, 0.0, 0.0))]
+    lexical_only = [hit.item.item_id for hit in store.search(QUERY, "quokka", 3, weights=(0.0, 1.0, 0.0))]
+    assert dense_only[0] == "d:a" and lexical_only[0] == "d:c"
+    per_kind = store.search(QUERY, "quokka", 3, weights={"*": (1.0, 0.0, 0.0), "text": (0.0, 1.0, 0.0)})
+    assert per_kind[0].item.item_id == "d:c"  # the kind's own weights win over the default
+
+
+class _FixedQueryEngine:
+    """Just enough engine for Library.search without reranking: a fixed query vector."""
+
+    model_id, prompt_version, capabilities = "m", "p", frozenset({"text"})
+
+    def embed_query(self, query):
+        return QUERY
+
+
+def test_library_search_passes_its_weights_in_order(tmp_path):
     from freeret_rag.library import Library
 
-    engine = tiny_engine("llama")
-    calls = []
-    library = Library(engine, data_dir=tmp_path / "index")
-    original = engine.embed_query
-    library.engine = type("Counting", (), {"__getattr__": lambda self, name: getattr(engine, name),
-                                           "embed_query": lambda self, q: calls.append(q) or original(q)})()
-    notes = tmp_path / "notes"
-    notes.mkdir()
-    for i in range(6):
-        (notes / f"note{i}.txt").write_text(" ".join(f"word{i}x{j} topic{j % 7}" for j in range(40)))
-    library.add([notes])
-    first = library.fusion_weights
-    measured = len(calls)
-    assert measured >= 4 and all(0.0 <= w <= 1.0 for w in first) and max(first) == 1.0
-    assert library.fusion_weights == first and len(calls) == measured  # cached
-    (notes / "extra.txt").write_text(" ".join(f"extra{j}" for j in range(40)))
-    library.add([notes / "extra.txt"])
-    library.fusion_weights
-    assert len(calls) == measured  # one more file out of six: not worth a re-measure
-    assert Library(engine, data_dir=tmp_path / "index", fusion_weights=(0.5, 1.0)).fusion_weights == (0.5, 1.0)
+    _store(tmp_path / "data")
+    dense = Library(_FixedQueryEngine(), tmp_path / "data", fusion_weights=(1.0, 0.0, 0.0))
+    lexical = Library(_FixedQueryEngine(), tmp_path / "data", fusion_weights=(0.0, 1.0, 0.0))
+    assert dense.search("quokka", k=1, rerank=False)[0].item.item_id == "d:a"
+    assert lexical.search("quokka", k=1, rerank=False)[0].item.item_id == "d:c"

@@ -128,8 +128,20 @@ def test_search_is_hybrid_filtered_and_reranked(indexed):
     reranked = library.search("glob patterns for MIME types", k=5, rerank_k=4)
     assert len(reranked) == 5
     assert all(0 <= hit.rerank_score <= 1 for hit in reranked[:4]) and reranked[4].rerank_score is None
-    assert [hit.rerank_score for hit in reranked[:4]] == sorted((hit.rerank_score for hit in reranked[:4]),
-                                                                reverse=True)
+    # Unmeasured library: the head is ordered by the average of its first-stage and rerank positions
+    # (ties: first stage), worked out here by hand from the two orders.
+    first = [hit.item.item_id for hit in first_stage[:4]]
+    p = {hit.item.item_id: hit.rerank_score for hit in reranked[:4]}
+    by_p = sorted(first, key=lambda i: -p[i])
+    expected = sorted(first, key=lambda i: (first.index(i) + by_p.index(i), first.index(i)))
+    assert [hit.item.item_id for hit in reranked[:4]] == expected
+    assert reranked[4].item.item_id == first_stage[4].item.item_id
+    library._fixed_share = 1.0  # the reranker's order alone
+    try:
+        alone = library.search("glob patterns for MIME types", k=5, rerank_k=4)
+    finally:
+        library._fixed_share = None
+    assert [hit.item.item_id for hit in alone[:4]] == by_p
 
     # File names are in the lexical index: a name finds its image even with a random tiny model.
     [top] = library.search("LadyBird", k=1, kinds=["image"], rerank=False)

@@ -1,0 +1,274 @@
+"""The library's self-check: how good is the loaded model on *this* library, measured without labels.
+
+The loaded model writes a short search query for a sample of the user's own items of every kind
+(text chunks, pages, images, video segments), as a user would type it. Each query has a known
+answer (the item it was written for), so the library can measure, on its own content and with its
+own model:
+
+- the MRR of each first-stage channel (dense, lexical, the model's own words) and of their fusion,
+  and from that the fusion weights (per kind where the kind has enough queries: an image has little
+  text for BM25);
+- whether reranking helps, and how much it may move the first-stage order (`fusion.blend`'s share;
+  0 switches reranking off and saves its cost);
+- a relevance floor for p(match), from the scores of known matches against random items, used only
+  when the reranker separates the two (AUC >= 0.75).
+
+The result is stored with the index (per model and prompt version), re-measured when the library
+has grown or shrunk by half, and shown in the app (Settings) and by `python -m freeret_rag check`.
+It runs at the end of indexing, never inside a user's question.
+
+Queries that merely copy a run of the item's words are rejected (they would favour BM25): the
+self-check is meant to look like a user's question, not a verbatim span.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+from . import fusion
+from .items import Item, Query
+
+log = logging.getLogger(__name__)
+
+MAX_QUERIES = 32
+MIN_QUERIES = 4  # fewer usable queries than this: nothing is measured, defaults apply
+MIN_KIND_QUERIES = 6  # a kind gets its own fusion weights only with at least this many queries
+DEPTH = 50  # candidates per channel, as a search draws them
+RERANK_K = 10
+COPY_RUN = 5  # a query that repeats this many consecutive words of its item is a verbatim span
+STAGES = ("dense", "lexical", "words", "plain", "fused", "reranked", "final")
+DEFAULT_SHARE = 0.5  # rerank share before anything is measured
+
+
+def _sort_key(item: Item) -> str:
+    return hashlib.sha1(item.item_id.encode()).hexdigest()
+
+
+def sample_items(items: Sequence[Item], limit: int = MAX_QUERIES) -> list[Item]:
+    """A deterministic sample of up to `limit` items, taken kind by kind in turn (each kind's items in
+    the order of a hash of their ids), so every kind is measured even in a text-heavy library."""
+    by_kind: dict[str, list[Item]] = {}
+    for item in sorted(items, key=_sort_key):
+        by_kind.setdefault(item.kind, []).append(item)
+    out: list[Item] = []
+    for round_ in range(max((len(v) for v in by_kind.values()), default=0)):
+        for kind in sorted(by_kind):
+            if round_ < len(by_kind[kind]) and len(out) < limit:
+                out.append(by_kind[kind][round_])
+    return out
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def is_verbatim(query: str, text: str, run: int = COPY_RUN) -> bool:
+    """True when the query repeats `run` consecutive words of the text (or all of a shorter query)."""
+    words = _WORD.findall(query.lower())
+    if not words:
+        return True
+    source = " " + " ".join(_WORD.findall(text.lower())) + " "
+    size = min(run, len(words))
+    return any(" " + " ".join(words[i:i + size]) + " " in source for i in range(len(words) - size + 1))
+
+
+def clean_query(raw: str) -> str:
+    """First line of the model's reply, without labels, quotes or trailing punctuation clutter."""
+    line = next((part for part in raw.strip().splitlines() if part.strip()), "")
+    line = re.sub(r"^\W*(search\s+)?(query|question|answer)\s*[:\-]\s*", "", line, flags=re.I)
+    line = line.strip().strip('"\'`*').strip()
+    return line[:200]
+
+
+@dataclass
+class SelfCheck:
+    """What the self-check measured and what it decided, as stored with the index."""
+
+    model_id: str
+    prompt_version: str
+    size: int  # items in the index when measured
+    queries: list[dict[str, str]] = field(default_factory=list)  # {"query", "target", "kind", "label"}
+    rejected: int = 0  # queries dropped as empty or verbatim
+    mrr: dict[str, float] = field(default_factory=dict)  # stage -> MRR over all queries
+    mrr_by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
+    weights: dict[str, list[float]] = field(default_factory=dict)  # kind or "*" -> (dense, lexical, words)
+    channels: list[str] = field(default_factory=lambda: list(fusion.CHANNELS))
+    rerank_share: float = DEFAULT_SHARE
+    share_mrr: dict[str, float] = field(default_factory=dict)
+    floor: float | None = None
+    auc: float | None = None
+    seconds: float = 0.0
+    measured_at: float = 0.0
+
+    @property
+    def measured(self) -> bool:
+        return len(self.queries) >= MIN_QUERIES
+
+    def fusion_weights(self) -> dict[str, fusion.Weights]:
+        return {kind: tuple(value) for kind, value in self.weights.items()}  # type: ignore[misc]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "SelfCheck":
+        data = json.loads(text)
+        return cls(**{key: value for key, value in data.items() if key in cls.__dataclass_fields__})
+
+    def stale(self, size: int) -> bool:
+        """Re-measure once the library has grown or shrunk by half (or had too little to measure)."""
+        if not self.measured:
+            return size != self.size
+        return not (self.size / 2 <= size <= self.size * 1.5)
+
+    def describe(self) -> list[str]:
+        """What was measured and what it switched on or off, in words, for the app and the CLI."""
+        if not self.measured:
+            return [f"Not measured yet: the library had {self.size} item(s) and gave {len(self.queries)} usable "
+                    f"test queries (at least {MIN_QUERIES} are needed). Plain fusion and a half-weight rerank apply."]
+        mrr = self.mrr
+        lines = [f"The model wrote {len(self.queries)} test queries for a sample of your {self.size} items "
+                 f"({', '.join(f'{n} {k}' for k, n in self._kind_counts().items())}); "
+                 f"{self.rejected} were dropped as copies of the item's own words. Measured in {self.seconds:.0f} s."]
+        lines.append("Found at rank 1/MRR: " + ", ".join(
+            f"{stage} {mrr[stage]:.2f}" for stage in STAGES if stage in mrr) + ".")
+        dense, lexical, words = self.weights.get("*", fusion.PLAIN)
+        lines.append(f"Fusion weights: model embedding {dense:g}, keywords {lexical:g}, model's own words {words:g}"
+                     + "".join(f"; for {kind}: {', '.join(f'{w:g}' for w in value)}"
+                               for kind, value in self.weights.items() if kind != "*") + ".")
+        if self.rerank_share == 0:
+            lines.append("Reranking did not improve the first stage on your library, so it is off (faster answers).")
+        else:
+            lines.append(f"Reranking helps: the final order gives the reranker a {self.rerank_share:.0%} share "
+                         "against the first-stage order.")
+        if self.floor is None:
+            reason = "could not tell" if self.auc is None else f"told apart only {self.auc:.0%} of"
+            lines.append(f"No relevance floor: the reranker {reason} known matches from random items, so every "
+                         "top source is used.")
+        else:
+            lines.append(f"Relevance floor p(match) >= {self.floor:.3f} (known matches beat random items "
+                         f"{self.auc:.0%} of the time): below it the answer says nothing relevant was found.")
+        return lines
+
+    def _kind_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for query in self.queries:
+            counts[query["kind"]] = counts.get(query["kind"], 0) + 1
+        return counts
+
+
+Rankings = dict[str, list[str]]
+
+
+def measure(engine: Any, items: Sequence[Item], search_channels: Callable[[Query], Rankings],
+            kind_of: Callable[[str], str], size: int, channels: Sequence[str] = fusion.CHANNELS,
+            progress: Callable[[str], None] = lambda line: None, queries: Sequence[tuple[str, Item]] | None = None,
+            ) -> SelfCheck:
+    """Run the self-check: write queries, rank them by every channel, pick weights, share and floor.
+
+    `search_channels(query)` returns the first-stage rankings {"dense": ids, "lexical": ids, "words": ids}
+    (best first, DEPTH deep); `kind_of(item_id)` the kind of an indexed item. `queries` may be given
+    (query text, target item) to skip writing them (tests, eval reuse).
+    """
+    started = time.perf_counter()
+    check = SelfCheck(engine.model_id, engine.prompt_version, size, channels=list(channels))
+    if queries is None:
+        written: list[tuple[str, Item]] = []
+        sample = sample_items(items)
+        for number, item in enumerate(sample, 1):
+            progress(f"self-check: writing test query {number}/{len(sample)}")
+            text = clean_query(engine.write_query(item))
+            if not text or is_verbatim(text, item.text):
+                check.rejected += 1
+                continue
+            written.append((text, item))
+        queries = written
+    check.queries = [{"query": text, "target": item.item_id, "kind": item.kind, "label": item.label}
+                     for text, item in queries]
+    if not check.measured:
+        check.weights = {"*": list(fusion.PLAIN)}
+        check.seconds = time.perf_counter() - started
+        check.measured_at = time.time()
+        return check
+
+    targets = [item.item_id for _, item in queries]
+    rankings = []
+    for number, (text, _) in enumerate(queries, 1):
+        progress(f"self-check: searching {number}/{len(queries)}")
+        rankings.append({channel: ids for channel, ids in search_channels(Query(text)).items() if channel in channels})
+
+    mrr = {channel: fusion.mean_reciprocal_rank([r.get(channel, []) for r in rankings], targets)
+           for channel in channels}
+    plain = [fusion.ordered(fusion.fuse(r, {"*": fusion.PLAIN}, kind_of)) for r in rankings]
+    mrr["plain"] = fusion.mean_reciprocal_rank(plain, targets)
+    best, mrr["fused"] = fusion.best_weights(rankings, targets, kind_of, channels)
+    weights: dict[str, fusion.Weights] = {"*": best}
+    kinds = sorted({item.kind for _, item in queries})
+    if len(kinds) > 1:
+        for kind in kinds:
+            idx = [i for i, (_, item) in enumerate(queries) if item.kind == kind]
+            if len(idx) >= MIN_KIND_QUERIES:
+                own, own_mrr = fusion.best_weights([rankings[i] for i in idx], [targets[i] for i in idx], kind_of,
+                                                   channels)
+                general = fusion.mean_reciprocal_rank(
+                    [fusion.ordered(fusion.fuse(rankings[i], {"*": best}, kind_of)) for i in idx], [targets[i] for i in idx])
+                if own != best and own_mrr > general:
+                    weights[kind] = own
+        if len(weights) > 1:  # kind weights change the mixed ranking: keep them only if they help overall
+            mixed = [fusion.ordered(fusion.fuse(r, weights, kind_of)) for r in rankings]
+            mixed_mrr = fusion.mean_reciprocal_rank(mixed, targets)
+            if mixed_mrr > mrr["fused"]:
+                mrr["fused"] = mixed_mrr
+            else:
+                weights = {"*": best}
+    fused = [fusion.ordered(fusion.fuse(r, weights, kind_of)) for r in rankings]
+
+    # rerank: the top RERANK_K of the fused ranking, plus one random item per query for the floor
+    pools = [ranking[:RERANK_K] for ranking in fused]
+    all_ids = sorted({item_id for r in rankings for ids in r.values() for item_id in ids} | set(targets))
+    randoms = []
+    for number, target in enumerate(targets):
+        pool = [item_id for item_id in all_ids if item_id != target]
+        randoms.append(pool[int(hashlib.sha1(f"{number}:{target}".encode()).hexdigest(), 16) % len(pool)]
+                       if pool else None)
+    by_id = {item.item_id: item for item in items}
+    scores: list[dict[str, float]] = []
+    match_p: list[float] = []
+    random_p: list[float] = []
+    for number, ((text, _), pool, random_id, target) in enumerate(zip(queries, pools, randoms, targets), 1):
+        progress(f"self-check: reranking {number}/{len(queries)}")
+        candidates = [by_id[item_id] for item_id in dict.fromkeys([*pool, target, random_id]) if item_id in by_id]
+        hits = engine.rerank(Query(text), candidates)
+        p = {hit.item.item_id: float(hit.rerank_score) for hit in hits}
+        scores.append({item_id: p[item_id] for item_id in pool if item_id in p})
+        if target in p:
+            match_p.append(p[target])
+        if random_id in p:
+            random_p.append(p[random_id])
+    reranked = [fusion.blend(first, s, 1.0) for first, s in zip(fused, scores)]
+    mrr["reranked"] = fusion.mean_reciprocal_rank(reranked, targets)
+    share, by_share = fusion.best_share(fused, scores, targets)
+    mrr["final"] = by_share[share]
+    floor, separation = fusion.relevance_floor(match_p, random_p)
+
+    for kind in kinds:
+        idx = [i for i, (_, item) in enumerate(queries) if item.kind == kind]
+        sub = [targets[i] for i in idx]
+        check.mrr_by_kind[kind] = {
+            **{channel: fusion.mean_reciprocal_rank([rankings[i].get(channel, []) for i in idx], sub) for channel in channels},
+            "fused": fusion.mean_reciprocal_rank([fused[i] for i in idx], sub),
+            "final": fusion.mean_reciprocal_rank([fusion.blend(fused[i], scores[i], share) for i in idx], sub)}
+    check.mrr = {stage: round(value, 4) for stage, value in mrr.items()}
+    check.weights = {kind: list(value) for kind, value in weights.items()}
+    check.rerank_share = share
+    check.share_mrr = {f"{s:g}": round(v, 4) for s, v in by_share.items()}
+    check.floor = floor
+    check.auc = separation
+    check.seconds = time.perf_counter() - started
+    check.measured_at = time.time()
+    return check
