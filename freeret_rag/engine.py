@@ -155,7 +155,7 @@ class FreeRet:
         return sorted(scored, key=lambda hit: hit.rerank_score, reverse=True)
 
     # -- the self-check's test queries ----------------------------------------------------------
-    def write_query(self, item: Item, max_new_tokens: int = 24) -> str:
+    def write_query(self, item: Item, max_new_tokens: int = 20) -> str:
         """The model's own search query for an item (what a user might type to find it), raw.
 
         A text-only model writes it from the item's text (a page's text layer); an item it can
@@ -165,7 +165,7 @@ class FreeRet:
             if not item.text.strip():
                 self._check(item)
             item = item.without_images()
-        text = prompts.item_text_block(item.kind, item.text[: self.settings.max_text_chars])
+        text = prompts.item_text_block(item.kind, item.text[: self.settings.max_text_chars // 2])
         prompt = Prompt(text=text + prompts.self_query_instruction(item.kind), images=item.open_images(),
                         as_video=item.kind == "video_segment")
         return answering.generate_text(self.lm, prompt, max_new_tokens, self._lock, self.settings.max_image_side)

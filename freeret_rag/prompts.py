@@ -96,8 +96,10 @@ RERANK_LABELS: dict[str, tuple[str, str]] = {"choice": ("A", "B"), "yesno": ("Ye
 
 # The self-check (selfcheck.py): the model writes the query a user would type to find an item.
 SELF_QUERY = (
-    "Write a short search query, 3 to 8 words, that someone would type to find {noun} above later. "
-    "Use your own words; do not copy a sentence from it. Reply with the query only."
+    "Write the short search query (3 to 8 words) that someone would type to find {noun} above again. "
+    "Use your own words, not a sentence from it. Example: for a passage on deleting a directory tree "
+    "with all its files, a good query is: remove a folder and everything in it\n"
+    "Reply with the query only.\nSearch query:"
 )
 
 

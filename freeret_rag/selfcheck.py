@@ -17,8 +17,9 @@ The result is stored with the index (per model and prompt version), re-measured 
 has grown or shrunk by half, and shown in the app (Settings) and by `python -m freeret_rag check`.
 It runs at the end of indexing, never inside a user's question.
 
-Queries that merely copy a run of the item's words are rejected (they would favour BM25): the
-self-check is meant to look like a user's question, not a verbatim span.
+Queries that merely copy a run of the item's words are rejected (they would favour BM25), and so
+are replies too long to be a query (small models chat instead): the self-check is meant to look
+like a user's question, not a verbatim span.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ MIN_KIND_QUERIES = 6  # a kind gets its own fusion weights only with at least th
 DEPTH = 50  # candidates per channel, as a search draws them
 RERANK_K = 10
 COPY_RUN = 5  # a query that repeats this many consecutive words of its item is a verbatim span
+MAX_QUERY_WORDS = 12  # longer replies are chatter, not a query
 STAGES = ("dense", "lexical", "words", "plain", "fused", "reranked", "final")
 DEFAULT_SHARE = 0.5  # rerank share before anything is measured
 
@@ -183,7 +185,7 @@ def measure(engine: Any, items: Sequence[Item], search_channels: Callable[[Query
         for number, item in enumerate(sample, 1):
             progress(f"self-check: writing test query {number}/{len(sample)}")
             text = clean_query(engine.write_query(item))
-            if not text or is_verbatim(text, item.text):
+            if not text or len(text.split()) > MAX_QUERY_WORDS or is_verbatim(text, item.text):
                 check.rejected += 1
                 continue
             written.append((text, item))
