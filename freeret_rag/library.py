@@ -37,8 +37,8 @@ CANNOT_SEE = "the loaded model cannot see images"
 
 
 def default_data_dir() -> Path:
-    """$FREERET_DATA_DIR, else the app's default (config.py), so the CLI and the UI share one index."""
-    from .config import default_data_dir as app_default
+    """$FREERET_DATA_DIR, else the shared default (settings.py), so the CLI and the UI share one index."""
+    from .settings import default_data_dir as app_default
 
     return Path(os.environ.get("FREERET_DATA_DIR") or app_default(os.environ)).expanduser()
 
