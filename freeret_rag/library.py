@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import fusion
+from .settings import RERANK_K
 from .errors import FreeRetError, IndexMismatchError, IngestError
 from .items import Hit, Item, ItemKind, Query
 from .media import MediaSettings, kind_for_path, load_items
@@ -445,7 +446,7 @@ class Library:
         return cached[2] or (1.0, 1.0)
 
     def search(self, query: Query | str, k: int = 10, kinds: Sequence[ItemKind] | None = None,
-               doc_ids: Sequence[str] | None = None, rerank: bool = True, rerank_k: int = 10,
+               doc_ids: Sequence[str] | None = None, rerank: bool = True, rerank_k: int = RERANK_K,
                depth: int | None = None) -> list[Hit]:
         """Ranked hits: dense (model) and lexical (BM25) candidates fused by RRF, then the top
         `rerank_k` reranked by the model. `depth` candidates are drawn from each first-stage ranker."""
