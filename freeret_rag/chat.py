@@ -28,6 +28,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Literal, Sequence
 
+from . import settings
 from .errors import FreeRetError
 from .items import Answer, Hit, ImageLike, Query
 
@@ -54,18 +55,15 @@ class ChatSettings:
       does, the answer is "nothing relevant". Without reranking only an empty search counts.
     """
 
-    top_k: int = 20
-    rerank: bool = True
-    rerank_k: int = 10
-    n_sources: int = 3
-    min_relevance: float = 0.2
+    top_k: int = settings.TOP_K
+    rerank: bool = settings.RERANK
+    rerank_k: int = settings.RERANK_K
+    n_sources: int = settings.N_SOURCES
+    min_relevance: float = settings.MIN_RELEVANCE
 
-    def __post_init__(self) -> None:
-        for name in ("top_k", "rerank_k", "n_sources"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if not 0.0 <= float(self.min_relevance) <= 1.0:
-            raise ValueError("min_relevance must be between 0 and 1")
+    def __post_init__(self) -> None:  # raises settings.ConfigError, a ValueError
+        settings.check_answer_settings(top_k=self.top_k, rerank_k=self.rerank_k, n_sources=self.n_sources,
+                                       min_relevance=self.min_relevance)
 
 
 @dataclass

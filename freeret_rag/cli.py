@@ -1,9 +1,15 @@
-"""Command line: `python -m freeret_rag [options] add PATH... | list | delete DOC... | search "query" | reindex`.
+"""Command line: `freeret-rag` or `python -m freeret_rag` with
+`[options] add PATH... | list | delete DOC... | search "query" | reindex | eval DATASET_DIR`.
 
 Subcommands form a registry: a module exposes `register(subparsers)`, adds its parsers and sets
 `func(args) -> exit code` on each. This module registers its own; `freeret_rag.eval.cli` is picked up
-when it exists (its commands can use `load_engine` / `open_library` from here). Heavy imports (torch,
-chromadb) happen inside the commands, so `--help` stays quick.
+when it exists (its commands can use `load_engine` / `open_library` from here). The shared flags
+(settings.COMMON: --model, --device, --dtype, --data-dir, --chroma-url) and -v are accepted before
+and after the subcommand, on every subcommand, extensions included. Heavy imports (torch, chromadb)
+happen inside the commands, so `--help` stays quick.
+
+Errors end the command with one line on stderr, never a traceback: a bad flag or value exits 2
+(argparse, settings.ConfigError), a FreeRetError 2, an OSError (file system) 1.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, NoReturn, Sequence
 
+from . import settings
 from .errors import FreeRetError
 
 if TYPE_CHECKING:
@@ -30,11 +37,10 @@ KINDS = ("text", "image", "pdf_page", "video_segment")
 
 # -- shared by every command ---------------------------------------------------------------------
 def load_engine(args: argparse.Namespace):
-    """The engine named by --model (default: the app's default model for this machine)."""
-    from .config import default_model
+    """The engine named by --model (default: the default model for this machine, settings.py)."""
     from .engine import FreeRet
 
-    return FreeRet.from_pretrained(args.model or default_model(), device=args.device, dtype=args.dtype)
+    return FreeRet.from_pretrained(args.model or settings.default_model(), device=args.device, dtype=args.dtype)
 
 
 def open_library(args: argparse.Namespace, *, engine: bool = True, allow_mismatch: bool = False) -> "Library":
@@ -138,10 +144,11 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from .items import Query
 
+    rerank = settings.read_flags(args, ("rerank", "rerank_k"))
     library = open_library(args)
     doc_ids = resolve_documents(library, args.doc) if args.doc else None
     hits = library.search(Query(args.query, image=args.image), k=args.k, kinds=args.kind or None, doc_ids=doc_ids,
-                          rerank=args.rerank, rerank_k=args.rerank_k)
+                          **rerank)
     rows = [{"rank": rank, "score": hit.score, "label": hit.item.label, "doc_id": hit.item.doc_id,
              "item_id": hit.item.item_id, "kind": hit.item.kind, "dense": hit.dense_score,
              "lexical": hit.lexical_score, "fused": hit.fused_score, "rerank": hit.rerank_score,
@@ -158,7 +165,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction, environ: Mapping[str, str] | None = None) -> None:
     add = subparsers.add_parser("add", help="index files and folders (recursively)")
     add.add_argument("paths", nargs="+", metavar="PATH")
     add.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the summary")
@@ -178,8 +185,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--kind", action="append", choices=KINDS, help="only this item kind (repeatable)")
     search.add_argument("--doc", action="append", metavar="DOC", help="only this document (repeatable)")
     search.add_argument("--image", type=Path, help="search with an image (and the query text)")
-    search.add_argument("--no-rerank", dest="rerank", action="store_false", help="skip model reranking")
-    search.add_argument("--rerank-k", type=int, default=10, help="candidates reranked (default: 10)")
+    settings.add_flags(search, os.environ if environ is None else environ, ("rerank", "rerank_k"),
+                       groups={"answer": search})
     search.add_argument("--json", action="store_true")
     search.set_defaults(func=cmd_search)
 
@@ -188,38 +195,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     reindex.set_defaults(func=cmd_reindex)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .config import CPU_DEFAULT_MODEL, GPU_DEFAULT_MODEL, default_data_dir
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit code 2) instead of usage + error."""
 
-    env = os.environ.get
-    parser = argparse.ArgumentParser(prog="python -m freeret_rag",
-                                     description="FreeRet RAG library: index and search your files from the shell.")
-    parser.add_argument("--model", default=env("FREERET_MODEL", ""),
-                        help=f"hub id, local folder or .gguf [FREERET_MODEL] (default: {GPU_DEFAULT_MODEL} "
-                             f"with a GPU, {CPU_DEFAULT_MODEL} without)")
-    parser.add_argument("--device", default=env("FREERET_DEVICE"), help="cpu, cuda, mps [FREERET_DEVICE]")
-    parser.add_argument("--dtype", default=env("FREERET_DTYPE"), help="float32, bfloat16, float16 [FREERET_DTYPE]")
-    parser.add_argument("--data-dir", type=Path, default=Path(env("FREERET_DATA_DIR") or default_data_dir(os.environ)),
-                        help="index and assets [FREERET_DATA_DIR] (default: %(default)s)")
-    parser.add_argument("--chroma-url", default=env("FREERET_CHROMA_URL"),
-                        help="a Chroma server, e.g. http://127.0.0.1:8000 [FREERET_CHROMA_URL] (default: embedded)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, environ: Mapping[str, str], *, suppress: bool) -> None:
+    settings.add_flags(parser, environ, settings.COMMON, suppress=suppress)
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                        help="log details")
+
+
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The parser with every subcommand; `environ` (default os.environ) fills the FREERET_* defaults."""
+    environ = os.environ if environ is None else environ
+    prog = "freeret-rag" if Path(sys.argv[0]).name == "freeret-rag" else "python -m freeret_rag"
+    parser = Parser(prog=prog, description="FreeRet RAG library: index and search your files from the shell.",
+                    epilog="Every option can also be set with the environment variable shown in [brackets], "
+                           "and given before or after the command.")
+    _add_global_flags(parser, environ, suppress=False)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    register(subparsers)
+    register(subparsers, environ)
     for name in EXTENSIONS:
         if importlib.util.find_spec(name) is not None:
             importlib.import_module(name).register(subparsers)
+    for subparser in subparsers.choices.values():  # also after the command; absent ones keep the value before it
+        _add_global_flags(subparser, environ, suppress=True)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from .config import apply_privacy_env
+def fail(message: object, code: int) -> int:
+    """Print `message` as one line on stderr (its lines joined); return `code`."""
+    text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    print(f"error: {text or type(message).__name__}", file=sys.stderr)
+    return code
 
-    apply_privacy_env()
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit code (0 ok, 1 nothing done / file system error, 2 bad input)."""
+    settings.apply_privacy_env()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
+        vars(args).update(settings.read_flags(args, settings.COMMON))
         return int(args.func(args) or 0)
-    except FreeRetError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except FreeRetError as error:  # settings.ConfigError included
+        return fail(error, 2)
+    except OSError as error:
+        return fail(error, 1)
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)

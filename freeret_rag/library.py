@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import fusion, selfcheck
+from .settings import RERANK_K
 from .errors import FreeRetError, IndexMismatchError, IngestError
 from .items import Hit, Item, ItemKind, Query
 from .media import MediaSettings, kind_for_path, load_items
@@ -39,8 +40,8 @@ QUERY_WORDS = 10  # the query's own model words searched in the words channel
 
 
 def default_data_dir() -> Path:
-    """$FREERET_DATA_DIR, else the app's default (config.py), so the CLI and the UI share one index."""
-    from .config import default_data_dir as app_default
+    """$FREERET_DATA_DIR, else the shared default (settings.py), so the CLI and the UI share one index."""
+    from .settings import default_data_dir as app_default
 
     return Path(os.environ.get("FREERET_DATA_DIR") or app_default(os.environ)).expanduser()
 
@@ -527,7 +528,7 @@ class Library:
         return self.store.channels(vector, query.text, depth, query_words=words)[0]
 
     def search(self, query: Query | str, k: int = 10, kinds: Sequence[ItemKind] | None = None,
-               doc_ids: Sequence[str] | None = None, rerank: bool = True, rerank_k: int = 10,
+               doc_ids: Sequence[str] | None = None, rerank: bool = True, rerank_k: int = RERANK_K,
                depth: int | None = None) -> list[Hit]:
         """Ranked hits: dense, lexical and model-word candidates fused by weighted RRF, then the top
         `rerank_k` reranked by the model and blended with the first-stage order by the measured share.

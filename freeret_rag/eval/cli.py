@@ -1,7 +1,9 @@
 """`python -m freeret_rag eval DATASET_DIR --model M [ablation switches]` (registered by freeret_rag.cli).
 
-Prints a table (Recall@1/5/10, MRR@10, nDCG@10 and latency per stage) and writes the full report
-as JSON (`--output`, default `eval-<dataset>-<model>.json` in the current folder).
+DATASET_DIR is any BEIR-layout folder, e.g. the sets in the repository's assets/eval (they are not
+part of the installed package). Prints a table (Recall@1/5/10, MRR@10, nDCG@10 and latency per
+stage) and writes the full report as JSON (`--output`, default `eval-<dataset>-<model>.json` in the
+current folder). The shared flags (--model, --device, --dtype, ...) are added by freeret_rag.cli.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from .. import settings
 from ..embed import EMBED_POINTS
+from ..errors import FreeRetError
 from ..prompts import RERANK_LABELS
 from .baselines import BASELINES
 
@@ -24,7 +28,6 @@ def default_output(dataset: Path, model: str) -> Path:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..config import default_model
     from ..engine import FreeRet
     from .datasets import load_beir
     from .runner import EvalConfig, evaluate_engine, format_report
@@ -33,8 +36,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    dataset = load_beir(args.dataset)
-    model = args.model or default_model()
+    if not args.dataset.is_dir():
+        raise FreeRetError(f"no such dataset folder: {args.dataset}")
+    try:
+        dataset = load_beir(args.dataset)
+    except FileNotFoundError as error:  # its message names the missing file
+        raise FreeRetError(str(error)) from error
+    except (OSError, ValueError) as error:  # unreadable, a malformed record, qrels naming unknown ids
+        raise FreeRetError(f"cannot read the dataset in {args.dataset}: {error}") from error
+    model = args.model or settings.default_model()
     log(f"loading {model} ...")
     started = time.perf_counter()
     engine = FreeRet.from_pretrained(model, device=args.device, dtype=args.dtype, embed_point=args.embed_point,
@@ -60,10 +70,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Index DATASET_DIR (corpus.jsonl, queries.jsonl, qrels/test.tsv) into a temporary store and "
                     "report Recall@1/5/10, MRR@10 and nDCG@10 for lexical, dense, fused and reranked retrieval.")
     parser.add_argument("dataset", type=Path, metavar="DATASET_DIR")
-    # also accepted after the subcommand; SUPPRESS keeps the main parser's values when absent
-    parser.add_argument("--model", default=argparse.SUPPRESS, help="hub id, local folder or .gguf")
-    parser.add_argument("--device", default=argparse.SUPPRESS)
-    parser.add_argument("--dtype", default=argparse.SUPPRESS)
     ablation = parser.add_argument_group("ablations")
     ablation.add_argument("--embed-point", choices=EMBED_POINTS, default="attn",
                           help="attn: last layer's attention output (the method); final: last hidden state; "
@@ -73,7 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ablation.add_argument("--rerank-framing", choices=tuple(RERANK_LABELS), default="choice",
                           help="choice: neutral A/B options (the method); yesno: Yes/No question")
     ablation.add_argument("--rerank-swap", action="store_true", help="also score with the options swapped")
-    ablation.add_argument("--rerank-k", type=int, default=10, help="candidates reranked; 0 skips reranking")
+    ablation.add_argument("--rerank-k", type=int, default=settings.RERANK_K,
+                          help=f"candidates reranked; 0 skips reranking (default: {settings.RERANK_K})")
     ablation.add_argument("--no-fusion", dest="fusion", action="store_false",
                           help="rerank the dense ranking instead of the fused one")
     parser.add_argument("--depth", type=int, default=100, help="candidates per first-stage ranker (default 100)")

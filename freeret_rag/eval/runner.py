@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnsupportedModalityError
+from ..settings import RERANK_K
 from ..items import Hit, Item
 from .baselines import run_baseline
 from .datasets import BeirDataset, corpus_items, query_of
@@ -38,7 +39,7 @@ TOP_SAVED = 10  # ids kept per query and stage in the JSON
 class EvalConfig:
     """What the runner does besides the engine's own settings (embed point, priors, framing)."""
 
-    rerank_k: int = 10
+    rerank_k: int = RERANK_K
     fusion: bool = True
     depth: int = 100  # candidates drawn from each first-stage ranker
     baselines: tuple[str, ...] = ()

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # ui_harness, ui_models
 
-from ui_harness import GUIDE_PAGES, make_pdf  # noqa: E402
+from ui_harness import GUIDE_PAGES, browser_skip_reason, make_pdf  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +59,10 @@ def fluent_vlm_dir(tmp_path_factory, smollm2_gguf) -> Path:
 
     package_dir, gguf_file = smollm2_gguf
     return build_fluent_vlm(tmp_path_factory.mktemp("fluent_vlm"), package_dir, gguf_file)
+
+
+@pytest.fixture
+def browser_available(require_tool) -> None:
+    """Headless Chromium and the playwright package are there (else skip; under CI, fail)."""
+    reason = browser_skip_reason()
+    require_tool("chromium", reason is None, reason or "")

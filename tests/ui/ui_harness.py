@@ -3,7 +3,7 @@ Chromium with Playwright, save screenshots as test artifacts.
 
 Chromium is Debian's (`apt-get install -y chromium`); Playwright's own browser download
 (`playwright install`) is never used. Tests that need a browser skip with a clear reason when it
-is missing.
+is missing, and fail under CI (fixture `browser_available`, conftest.require_tool).
 """
 
 from __future__ import annotations
