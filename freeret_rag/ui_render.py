@@ -200,7 +200,8 @@ def render_progress(files: Sequence[FileStatus]) -> str:
             fraction, state = 0.0, "waiting"
         failed = " fr-failed" if status.state in ("failed", "skipped") else ""
         rows.append(
-            f'<div class="fr-file" data-state="{escape(status.state)}"><span class="fr-name" title="{escape(status.name)}">'
+            f'<div class="fr-file" data-state="{escape(status.state)}">'
+            f'<span class="fr-name" title="{escape(status.name)}">'
             f'{escape(status.name)}</span><span class="fr-state{failed}">{escape(state)}</span>'
             f'<div class="fr-bar"><div style="width:{fraction * 100:.0f}%"></div></div></div>')
     return '<div class="fr-progress">' + "".join(rows) + "</div>"
@@ -274,7 +275,8 @@ def render_sources(hits: Sequence[Hit], originals: Mapping[str, str] | None = No
     originals = originals or {}
     cards = "".join(source_card(number, hit, originals.get(hit.item.doc_id), number in cited)
                     for number, hit in enumerate(hits, start=1))
-    head = "Sources" + (f" · searched for “{escape(query)}”" if query else "") + (f" · {escape(note)}" if note else "")
+    head = ("Sources" + (f" · searched for “{escape(query)}”" if query else "")
+            + (f" · {escape(note)}" if note else ""))
     return f'<div class="fr-sources"><div class="fr-sources-head">{head}</div><div class="fr-grid">{cards}</div></div>'
 
 

@@ -72,5 +72,6 @@ def test_no_module_of_the_package_imports_itself_in_a_circle():
 def test_only_the_ui_imports_the_ui():
     graph = import_graph()
     assert UI_MODULES <= set(graph)
-    offenders = {name: graph[name] & UI_MODULES for name in graph if name not in UI_MODULES and graph[name] & UI_MODULES}
+    offenders = {name: targets & UI_MODULES for name, targets in graph.items()
+                 if name not in UI_MODULES and targets & UI_MODULES}
     assert offenders == {}

@@ -120,7 +120,8 @@ def test_spans_and_pages_the_loaders_do_not_make_are_errors(tmp_path, samples_di
              "page": ({"_id": "p", "pdf": "spec.pdf", "page": 18}, "shared-mime-info-spec.pdf",
                       "spec.pdf: the PDF loader gave no page 18")}  # the spec has 17 pages
     for name, (record, sample, message) in cases.items():
-        root = write(tmp_path / name, [record], [{"_id": "q", "text": "x"}], f"query-id\tcorpus-id\tscore\nq\t{record['_id']}\t1\n")
+        qrels = f"query-id\tcorpus-id\tscore\nq\t{record['_id']}\t1\n"
+        root = write(tmp_path / name, [record], [{"_id": "q", "text": "x"}], qrels)
         shutil.copy(samples_dir / sample, root / (record.get("video") or record["pdf"]))
         with pytest.raises(ValueError, match=message):
             list(corpus_items(load_beir(root), tmp_path / f"assets-{name}"))

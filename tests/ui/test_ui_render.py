@@ -109,7 +109,8 @@ def test_progress_rows():
                     '<span class="fr-name" title="a&lt;b&gt;.pdf">a&lt;b&gt;.pdf</span>'
                     '<span class="fr-state">1/4</span>'
                     '<div class="fr-bar"><div style="width:25%"></div></div></div></div>')
-    html = render_progress([FileStatus("b.png", "done", items=1), FileStatus("c.mp4", "done", items=3, message="2 left out"),
+    html = render_progress([FileStatus("b.png", "done", items=1),
+                            FileStatus("c.mp4", "done", items=3, message="2 left out"),
                             FileStatus("d.xyz", "skipped", message="unsupported file type (.xyz)"),
                             FileStatus("e.txt")])
     assert '<span class="fr-state">done · 1 item</span>' in html
@@ -128,7 +129,8 @@ def test_document_table_dropdown_and_summary():
     added = time.mktime((2024, 5, 6, 7, 8, 0, 0, 0, -1))  # local time, as the table shows it
     docs = [SimpleNamespace(doc_id="x1", source="guide.pdf", file_type="pdf", items=2, added_at=added),
             SimpleNamespace(doc_id="x2", source="song.ogg", file_type="audio", items=1, added_at=added)]
-    assert document_rows(docs) == [["guide.pdf", "PDF", 2, "2024-05-06 07:08"], ["song.ogg", "audio", 1, "2024-05-06 07:08"]]
+    assert document_rows(docs) == [["guide.pdf", "PDF", 2, "2024-05-06 07:08"],
+                                   ["song.ogg", "audio", 1, "2024-05-06 07:08"]]
     assert document_choices(docs) == [("guide.pdf (PDF, 2 items)", "x1"), ("song.ogg (audio, 1 items)", "x2")]
     assert library_summary(docs) == '<div class="fr-panel-note">2 documents · 3 searchable items</div>'
     assert library_summary(docs[1:]) == '<div class="fr-panel-note">1 document · 1 searchable item</div>'
@@ -141,7 +143,8 @@ def test_reindex_notice_and_model_info():
     assert "(org/&lt;vlm&gt; (7 items))" in notice and "re-index it with org/new" in notice
     info = model_info("org/lm", {"text"}, "cpu · float32", "v3")
     assert info.split("\n\n")[:4] == ["**Model:** `org/lm`", "**Runs on:** cpu · float32",
-                                      "**Reads:** text · **cannot read:** images, video", "**Index:** prompt version `v3`"]
+                                      "**Reads:** text · **cannot read:** images, video",
+                                      "**Index:** prompt version `v3`"]
     assert "reads text only" in info
     assert model_info("org/vlm", {"video", "text", "image"}, "cuda:0 · bfloat16", "v3").split("\n\n")[2] == (
         "**Reads:** text, images, video")
