@@ -9,11 +9,10 @@
 - `nothing`  last event when the library holds nothing relevant: the app says so, never invents
 - `error`    last event when something went wrong that the user can act on (`event.text`)
 
-The whole pipeline runs in one dedicated worker thread and events are relayed through a queue:
-the engine serialises model calls with a lock held for the life of a streamed answer, and a UI
-(Gradio) may resume a generator from a different thread at every step. Running the work in one
-thread keeps lock ownership sane; closing the generator (a browser went away) stops the work at
-the next event.
+The whole pipeline runs in one dedicated worker thread (`relay.run_in_thread`): the engine
+serialises model calls with a lock held for the life of a streamed answer, and a UI (Gradio) may
+resume a generator from a different thread at every step. Running the work in one thread keeps
+lock ownership sane; closing the generator (a browser went away) stops the work at the next event.
 
 `for_spaces(engine)` wraps the engine's model calls in `spaces.GPU` when the `spaces` package is
 installed (Hugging Face ZeroGPU), splitting long indexing jobs into several short GPU calls.
@@ -21,16 +20,14 @@ installed (Hugging Face ZeroGPU), splitting long indexing jobs into several shor
 
 from __future__ import annotations
 
-import contextvars
 import logging
-import queue
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Literal, Sequence
 
 from . import settings
 from .errors import FreeRetError
 from .items import Answer, Hit, ImageLike, Query
+from .relay import run_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -151,56 +148,6 @@ def _pipeline(library: Any, engine: Any, question: str, image: ImageLike | None,
     yield ChatEvent("answer", text, sources=list(sources), answer=answer, query=query_text)
 
 
-_DONE = object()
-
-
-def run_in_thread(make_events: Callable[[], Iterator[Any]], name: str = "freeret-chat") -> Iterator[Any]:
-    """Iterate `make_events()` in one worker thread, relaying its items; errors re-raise here.
-
-    The context (contextvars, e.g. the Gradio request that `spaces.GPU` reads) is carried over.
-    Closing the returned generator asks the worker to stop after its current item.
-    """
-    channel: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-    context = contextvars.copy_context()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                channel.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        events = make_events()
-        try:
-            for event in events:
-                if not put((event, None)):
-                    break
-        except BaseException as error:  # relayed to the consumer
-            put((None, error))
-        finally:
-            close = getattr(events, "close", None)
-            if close is not None:
-                close()
-            put((_DONE, None))
-
-    worker = threading.Thread(target=lambda: context.run(work), name=name, daemon=True)
-    worker.start()
-    try:
-        while True:
-            item, error = channel.get()
-            if error is not None:
-                raise error
-            if item is _DONE:
-                return
-            yield item
-    finally:
-        stop.set()
-
-
 def respond(library: Any, engine: Any, question: str, image: ImageLike | None = None,
             history: Sequence[dict] | None = None, settings: ChatSettings = ChatSettings()) -> Iterator[ChatEvent]:
     """Answer `question` (optionally with an image) from `library`, streaming `ChatEvent`s.
@@ -225,31 +172,6 @@ def turn(question: str, answer: str) -> list[dict]:
     """The two history entries of one finished exchange."""
     return [{"role": "user", "content": question or "(an image)"},
             {"role": "assistant", "content": answer.strip() or EMPTY_ANSWER}]
-
-
-class ChatSession:
-    """One conversation: keeps its own history and the last answer (one per browser session)."""
-
-    def __init__(self, library: Any, engine: Any, settings: ChatSettings = ChatSettings()) -> None:
-        self.library = library
-        self.engine = engine
-        self.settings = settings
-        self.history: list[dict] = []
-        self.last_answer: Answer | None = None
-
-    def ask(self, question: str, image: ImageLike | None = None,
-            settings: ChatSettings | None = None) -> Iterator[ChatEvent]:
-        last: ChatEvent | None = None
-        for last in respond(self.library, self.engine, question, image, self.history, settings or self.settings):
-            if last.kind in ("answer", "nothing"):
-                self.last_answer = last.answer
-            yield last
-        if last is not None and last.kind in ("answer", "nothing"):
-            self.history += turn(question, last.text)
-
-    def reset(self) -> None:
-        self.history = []
-        self.last_answer = None
 
 
 # -- Hugging Face Spaces (ZeroGPU) ------------------------------------------------------------------

@@ -11,28 +11,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .datasets import write_beir
+from .pydoc_set import build_pydoc
+
 PHOTO_WIDTH = 384
 GENERATED_SIZE = (320, 240)
-
-
-def write_beir(out: Path, corpus: Iterable[Mapping[str, Any]], queries: Iterable[Mapping[str, Any]],
-               qrels: Mapping[str, Mapping[str, int]]) -> None:
-    """Write corpus.jsonl, queries.jsonl and qrels/test.tsv (with header) under `out`."""
-    (out / "qrels").mkdir(parents=True, exist_ok=True)
-    for name, records in (("corpus.jsonl", corpus), ("queries.jsonl", queries)):
-        with (out / name).open("w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(dict(record), ensure_ascii=False) + "\n" for record in records)
-    lines = ["query-id\tcorpus-id\tscore"]
-    lines += [f"{qid}\t{doc}\t{grade}" for qid, grades in qrels.items() for doc, grade in grades.items()]
-    (out / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def downsize(source: Path, target: Path, width: int = PHOTO_WIDTH) -> None:
@@ -174,8 +163,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "multimodal"):
         build_multimodal(args.out / "multimodal", args.samples)
     if args.only in (None, "pydoc"):
-        from .pydoc_set import build_pydoc
-
         build_pydoc(args.out / "pydoc")
 
 

@@ -1,28 +1,34 @@
-"""Retrieval datasets in BEIR layout, turned into the app's Items and Queries.
+"""Retrieval datasets in BEIR layout (read and written), turned into the app's Items and Queries.
 
     DATASET_DIR/corpus.jsonl    {"_id", "text", "title"?, "image"?, "pdf"?, "page"?, "video"?, "t_start"?, "t_end"?}
     DATASET_DIR/queries.jsonl   {"_id", "text", "image"?}
     DATASET_DIR/qrels/test.tsv  query-id <tab> corpus-id <tab> score   (with a header line)
 
-Media paths are relative to DATASET_DIR. A record with `image` becomes an image item, `pdf` + `page`
-(1-based) a rendered PDF page, `video` (+ `t_start`/`t_end` seconds) a video segment with sampled
-frames, anything else a text item. Every item's `item_id` is the corpus `_id`.
+Media paths are relative to DATASET_DIR. Media records become exactly the Items that `Library.add`
+indexes for those files, made by the same loaders (`freeret_rag.media.load_items`) with the same
+`MediaSettings`: a record with `image` is the image item of that file; `pdf` + `page` (1-based) is
+that page as the PDF loader renders it (size, text layer); `video` + `t_start`/`t_end` (seconds) is
+the segment the video loader cuts at that start when its segments are `t_end - t_start` seconds
+long (the settings' `video_segment_s` without `t_end`), with the loader's frames. A span the loader
+does not cut is an error, not a silently different segment. Anything else is a text item (title and
+text). A non-empty record text replaces the loader's text. Every item's `item_id` and `doc_id` is the
+corpus `_id`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..items import Item, Query
+from ..media import MediaSettings, load_items
 from .metrics import Qrels
 
-FRAMES_PER_SEGMENT = 4
-PAGE_DPI = 100
+SPAN_TOLERANCE_S = 1e-3  # the video loader rounds segment bounds to milliseconds
 
 
 @dataclass(frozen=True)
@@ -82,36 +88,16 @@ def load_beir(root: str | Path, split: str = "test") -> BeirDataset:
     return dataset
 
 
-def render_pdf_page(pdf: Path, page: int, out: Path, dpi: int = PAGE_DPI) -> tuple[Path, str]:
-    """Render 1-based `page` of `pdf` to PNG at `out`; return the path and the page's text layer."""
-    import pymupdf
-
-    with pymupdf.open(pdf) as document:
-        if not 1 <= page <= document.page_count:
-            raise ValueError(f"{pdf.name} has {document.page_count} pages; page {page} does not exist")
-        loaded = document[page - 1]
-        if not out.exists():
-            loaded.get_pixmap(dpi=dpi).save(out)
-        return out, loaded.get_text().strip()
-
-
-def sample_video_frames(video: Path, t_start: float, t_end: float | None, out_stem: Path,
-                        count: int = FRAMES_PER_SEGMENT) -> tuple[Path, ...]:
-    """Save `count` evenly spaced frames of [t_start, t_end) as JPEGs named `<out_stem>_<i>.jpg`."""
-    import decord
-    from PIL import Image
-
-    reader = decord.VideoReader(str(video))
-    fps = reader.get_avg_fps()
-    first = min(int(t_start * fps), len(reader) - 1)
-    last = len(reader) if t_end is None else max(first + 1, min(int(t_end * fps), len(reader)))
-    step = (last - first) / count
-    indices = sorted({first + int(step * (i + 0.5)) for i in range(count)})
-    paths = tuple(out_stem.with_name(f"{out_stem.name}_{i}.jpg") for i in range(len(indices)))
-    if not all(path.exists() for path in paths):
-        for path, frame in zip(paths, reader.get_batch(indices).asnumpy()):
-            Image.fromarray(frame).save(path, quality=90)
-    return paths
+def write_beir(out: Path, corpus: Iterable[Mapping[str, Any]], queries: Iterable[Mapping[str, Any]],
+               qrels: Mapping[str, Mapping[str, int]]) -> None:
+    """Write corpus.jsonl, queries.jsonl and qrels/test.tsv (with header) under `out`."""
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    for name, records in (("corpus.jsonl", corpus), ("queries.jsonl", queries)):
+        with (out / name).open("w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(dict(record), ensure_ascii=False) + "\n" for record in records)
+    lines = ["query-id\tcorpus-id\tscore"]
+    lines += [f"{qid}\t{doc}\t{grade}" for qid, grades in qrels.items() for doc, grade in grades.items()]
+    (out / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def safe_name(record_id: str) -> str:
@@ -122,33 +108,94 @@ def record_text(record: dict[str, Any]) -> str:
     return "\n".join(part for part in (record.get("title", ""), record.get("text", "")) if part).strip()
 
 
-def corpus_item(dataset: BeirDataset, record: dict[str, Any], asset_dir: Path) -> Item:
-    """One corpus record as an Item (renders pages / samples frames into `asset_dir`)."""
+class MediaItems:
+    """The app's media loaders (`freeret_rag.media.load_items`) over one dataset's files.
+
+    Each file is loaded once (a PDF up to the highest page asked for, a video once per segment
+    length) and its Items are handed out to the records that name them. Asset files go under
+    `asset_dir/<file's relative path, made safe>/`. `close()` closes loaders left half-read.
+    """
+
+    def __init__(self, root: Path, asset_dir: Path, settings: MediaSettings) -> None:
+        self.root, self.asset_dir, self.settings = root, asset_dir, settings
+        self._pages: dict[Path, tuple[Iterator[Item], dict[int, Item]]] = {}
+        self._segments: dict[tuple[Path, float], list[Item]] = {}
+
+    def _folder(self, path: Path, suffix: str = "") -> str:
+        return safe_name(path.relative_to(self.root).as_posix()) + suffix
+
+    def image(self, path: Path) -> Item:
+        return next(load_items(path, self._folder(path), self.asset_dir, settings=self.settings))
+
+    def page(self, pdf: Path, page: int) -> Item:
+        """Page `page` (1-based) as the PDF loader renders it."""
+        if pdf not in self._pages:
+            self._pages[pdf] = (load_items(pdf, self._folder(pdf), self.asset_dir, settings=self.settings), {})
+        pages, seen = self._pages[pdf]
+        if page not in seen:
+            for item in pages:  # read on only as far as needed
+                seen[item.page] = item
+                if item.page >= page:
+                    break
+        if page not in seen:
+            raise ValueError(f"{pdf.name}: the PDF loader gave no page {page} (the file has fewer pages, "
+                             "or that page could not be rendered)")
+        return seen[page]
+
+    def segment(self, video: Path, t_start: float, t_end: float | None) -> Item:
+        """The segment starting at `t_start` when the video loader cuts segments of (t_end - t_start) s
+        (of the settings' `video_segment_s` without `t_end`)."""
+        length = self.settings.video_segment_s if t_end is None else t_end - t_start
+        if length <= 0:
+            raise ValueError(f"{video.name}: a segment must end after it starts, got {t_start:g}-{t_end:g} s")
+        key = (video, round(length, 3))
+        if key not in self._segments:
+            settings = replace(self.settings, video_segment_s=length)
+            self._segments[key] = list(load_items(video, self._folder(video, f"_{length:g}s"), self.asset_dir,
+                                                  settings=settings))
+        segments = self._segments[key]
+        for item in segments:
+            if abs(item.t_start - t_start) < SPAN_TOLERANCE_S and (
+                    t_end is None or abs(item.t_end - t_end) < SPAN_TOLERANCE_S):
+                return item
+        spans = ", ".join(f"{item.t_start:g}-{item.t_end:g}" for item in segments)
+        raise ValueError(f"{video.name}: {t_start:g}-{'end' if t_end is None else f'{t_end:g}'} s is not a "
+                         f"segment the app indexes; cut into {length:g} s segments it has {spans} s")
+
+    def close(self) -> None:
+        for pages, _ in self._pages.values():
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+
+
+def corpus_item(dataset: BeirDataset, record: dict[str, Any], media: MediaItems) -> Item:
+    """One corpus record as an Item: media records come from the app's loaders (see the module doc)."""
     rid, text = str(record["_id"]), record_text(record)
-    common = {"item_id": rid, "doc_id": rid}
     if record.get("image"):
-        path = dataset.root / record["image"]
-        return Item("image", text=text, images=(str(path),), source=path.name, **common)
-    if record.get("pdf"):
-        pdf, page = dataset.root / record["pdf"], int(record.get("page", 1))
-        image, page_text = render_pdf_page(pdf, page, asset_dir / f"{safe_name(rid)}.png")
-        return Item("pdf_page", text=text or page_text, images=(str(image),), source=pdf.name, page=page, **common)
-    if record.get("video"):
-        video = dataset.root / record["video"]
-        t_start = float(record.get("t_start", 0.0))
+        loaded = media.image(dataset.root / record["image"])
+    elif record.get("pdf"):
+        loaded = media.page(dataset.root / record["pdf"], int(record.get("page", 1)))
+    elif record.get("video"):
         t_end = float(record["t_end"]) if record.get("t_end") is not None else None
-        frames = sample_video_frames(video, t_start, t_end, asset_dir / safe_name(rid))
-        return Item("video_segment", text=text, images=tuple(map(str, frames)), source=video.name,
-                    t_start=t_start, t_end=t_end, **common)
-    return Item("text", text=text, source=str(record.get("title", "")), **common)
+        loaded = media.segment(dataset.root / record["video"], float(record.get("t_start", 0.0)), t_end)
+    else:
+        return Item("text", text=text, source=str(record.get("title", "")), item_id=rid, doc_id=rid)
+    return replace(loaded, item_id=rid, doc_id=rid, text=text or loaded.text)
 
 
-def corpus_items(dataset: BeirDataset, asset_dir: str | Path) -> Iterator[Item]:
-    """Every corpus record as an Item, in file order."""
+def corpus_items(dataset: BeirDataset, asset_dir: str | Path,
+                 settings: MediaSettings = MediaSettings()) -> Iterator[Item]:
+    """Every corpus record as an Item, in file order; media files are loaded with `settings`
+    (pass the library's `media_settings` so that eval items are the ones it would index)."""
     asset_dir = Path(asset_dir)
     asset_dir.mkdir(parents=True, exist_ok=True)
-    for record in dataset.corpus.values():
-        yield corpus_item(dataset, record, asset_dir)
+    media = MediaItems(dataset.root, asset_dir, settings)
+    try:
+        for record in dataset.corpus.values():
+            yield corpus_item(dataset, record, media)
+    finally:
+        media.close()
 
 
 def query_of(dataset: BeirDataset, qid: str) -> Query:

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .datasets import write_beir
+
 MODULES = (
     "os os.path shutil json re itertools functools collections string textwrap math statistics random "
     "datetime time pathlib subprocess tempfile glob fnmatch csv zipfile gzip hashlib base64 urllib.parse "
@@ -208,8 +210,6 @@ QUERIES: tuple[tuple[str, str, dict[str, int]], ...] = (
 
 def build_pydoc(out: Path) -> None:
     """Write the set in BEIR layout: corpus {_id, title, text} with the qualified name as title."""
-    from .build_sets import write_beir
-
     passages = stdlib_passages()
     missing = sorted({doc for *_, grades in QUERIES for doc in grades if doc not in passages})
     if missing:

@@ -140,7 +140,7 @@ def evaluate_engine(engine: Any, dataset: BeirDataset, config: EvalConfig = Eval
     with tempfile.TemporaryDirectory(prefix="freeret-eval-", dir=work_dir) as tmp:
         library = Library(engine, Path(tmp) / "data", batch_size=config.batch_size)
         log(f"loading {len(dataset.corpus)} corpus records ...")
-        items = list(corpus_items(dataset, Path(tmp) / "media"))
+        items = list(corpus_items(dataset, Path(tmp) / "media", library.media_settings))
         log(f"indexing {len(items)} items with {engine.model_id} ...")
         every = max(len(items) // 10, 1)
         (indexed, left_out), index_ms = timed(lambda: index_corpus(

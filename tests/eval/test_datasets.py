@@ -21,6 +21,9 @@ def test_multimodal_set_is_small_and_complete(tmp_path):
     assert [item.item_id for item in items] == list(dataset.corpus)
     for item in items:
         assert all(Path(image).is_file() for image in item.images)
+    photo = next(item for item in items if item.item_id == "img-ladybird")
+    # as the app indexes an image: a copy in the asset folder (JPEG) with a thumbnail
+    assert tmp_path in Path(photo.images[0]).parents and photo.images[0].endswith(".jpg") and photo.thumbnail
     page = next(item for item in items if item.item_id == "pdf-p9")
     assert page.page == 9 and "MIME-Magic" in page.text  # the text layer of the rendered page
     segment = next(item for item in items if item.item_id == "vid-yellow-flower")
@@ -65,3 +68,60 @@ def test_loader_reads_titles_grades_and_rejects_bad_sets(tmp_path):
         load_beir(bad)
     with pytest.raises(FileNotFoundError, match="corpus.jsonl"):
         load_beir(tmp_path / "nowhere")
+
+
+def test_eval_pdf_pages_are_rendered_at_the_apps_size(tmp_path):
+    """Oracle: PyMuPDF itself, at the size MediaSettings documents (longest side 1280 px, at most
+    200 dpi), computed here by hand rather than with the loader's helpers."""
+    import pymupdf
+    from PIL import Image
+
+    dataset = load_beir(ASSETS / "multimodal")
+    pages = [item for item in corpus_items(dataset, tmp_path) if item.kind == "pdf_page"]
+    assert [item.page for item in pages] == [1, 2, 9, 14, 15, 16]
+    with pymupdf.open(ASSETS / "multimodal" / "media" / "shared-mime-info-spec.pdf") as pdf:
+        for item in pages:
+            page = pdf[item.page - 1]
+            width_pt, height_pt = page.rect.width, page.rect.height  # 609.7 x 789.0 pt (US Letter-ish)
+            zoom = min(1280 / max(width_pt, height_pt), 200 / 72)
+            pixmap = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False)
+            assert max(pixmap.width, pixmap.height) == 1280
+            assert abs(pixmap.width - 1280 * width_pt / height_pt) <= 1
+            with Image.open(item.images[0]) as image:
+                assert (item.item_id, image.size) == (item.item_id, (pixmap.width, pixmap.height))
+            assert item.thumbnail and Path(item.thumbnail).is_file()
+
+
+def test_eval_video_segments_hold_the_frames_the_app_samples(tmp_path):
+    """vid-yellow-flower is 3-6 s of a 12 fps clip: the loader samples the centres of four 0.75 s
+    slices, 3.375 / 4.125 / 4.875 / 5.625 s = frames 40, 49, 58, 67 (decoded here with decord)."""
+    import decord
+    import numpy as np
+    from PIL import Image
+
+    dataset = load_beir(ASSETS / "multimodal")
+    items = {item.item_id: item for item in corpus_items(dataset, tmp_path)}
+    reader = decord.VideoReader(str(ASSETS / "multimodal" / "media" / "nature-scenes.mp4"))
+    assert reader.get_avg_fps() == 12 and len(reader) == 108
+    expected = reader.get_batch([40, 49, 58, 67]).asnumpy().astype(np.int16)
+    segment = items["vid-yellow-flower"]
+    got = np.stack([np.asarray(Image.open(path).convert("RGB"), dtype=np.int16) for path in segment.images])
+    assert got.shape == expected.shape == (4, 240, 320, 3)
+    assert np.abs(got - expected).mean() < 3  # JPEG quality 90
+    assert [(items[i].t_start, items[i].t_end) for i in ("vid-ladybird", "vid-yellow-flower", "vid-marigold")] == [
+        (0.0, 3.0), (3.0, 6.0), (6.0, 9.0)]
+
+
+def test_spans_and_pages_the_loaders_do_not_make_are_errors(tmp_path, samples_dir):
+    import shutil
+
+    cases = {"video": ({"_id": "v", "video": "clip.mp4", "t_start": 1.0, "t_end": 4.0}, "nature-scenes.mp4",
+                       "1-4 s is not a segment the app indexes; cut into 3 s segments it has 0-3, 3-6, 6-9 s"),
+             "page": ({"_id": "p", "pdf": "spec.pdf", "page": 18}, "shared-mime-info-spec.pdf",
+                      "spec.pdf: the PDF loader gave no page 18")}  # the spec has 17 pages
+    for name, (record, sample, message) in cases.items():
+        qrels = f"query-id\tcorpus-id\tscore\nq\t{record['_id']}\t1\n"
+        root = write(tmp_path / name, [record], [{"_id": "q", "text": "x"}], qrels)
+        shutil.copy(samples_dir / sample, root / (record.get("video") or record["pdf"]))
+        with pytest.raises(ValueError, match=message):
+            list(corpus_items(load_beir(root), tmp_path / f"assets-{name}"))

@@ -14,8 +14,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from freeret_rag.chat import (NOTHING_IN_LIBRARY, NOTHING_RELEVANT, ChatSession, ChatSettings, for_spaces, respond,
-                              run_in_thread)
+from freeret_rag.chat import NOTHING_IN_LIBRARY, NOTHING_RELEVANT, ChatSettings, for_spaces, respond, turn
 from freeret_rag.ui import FileStatus, FreeRetApp, build_blocks, launch_options, render_progress
 
 FAST = dict(top_k=5, rerank=True, rerank_k=3, n_sources=2, min_relevance=0.0)
@@ -135,14 +134,15 @@ def test_says_so_when_nothing_is_relevant(make_app, media):
 def test_follow_up_questions_are_rewritten_with_the_history(make_app, media, tiny_engine):
     app = make_app()
     ingest(app, media["pdf"])
-    session = ChatSession(app.library, tiny_engine, ChatSettings(**FAST))
-    list(session.ask("Which beetles protect the roses in the garden?"))
+    question = "Which beetles protect the roses in the garden?"
+    first = list(respond(app.library, tiny_engine, question, None, [], ChatSettings(**FAST)))
+    assert first[-1].kind == "answer"
+    history = turn(question, first[-1].text)
     follow_up = "what do they eat?"
-    events = list(session.ask(follow_up))
+    events = list(respond(app.library, tiny_engine, follow_up, None, history, ChatSettings(**FAST)))
     searched = next(event.query for event in events if event.kind == "status" and event.query)
-    expected = tiny_engine.standalone_query(follow_up, session.history[:2])
+    expected = tiny_engine.standalone_query(follow_up, history)
     assert searched == expected != follow_up
-    assert [turn["role"] for turn in session.history] == ["user", "assistant"] * 2
     # the UI keeps the same plain history across turns
     _, chatbot, history = run_chat(app, "Which beetles protect the roses in the garden?")
     _, chatbot, history = run_chat(app, follow_up, chatbot, history)
@@ -207,17 +207,6 @@ def test_closing_a_stream_early_releases_the_engine(make_app, media, tiny_engine
     assert done.wait(120)
 
 
-def test_run_in_thread_relays_errors():
-    def failing():
-        yield 1
-        raise ValueError("boom")
-
-    events = run_in_thread(failing)
-    assert next(events) == 1
-    with pytest.raises(ValueError, match="boom"):
-        next(events)
-
-
 def test_delete_removes_the_document_and_its_assets(make_app, media):
     app = make_app()
     ingest(app, media["pdf"], media["image"])
@@ -252,8 +241,6 @@ def test_sources_render_video_segments_pages_and_text(make_app, media, tmp_path)
     assert 'class="fr-excerpt">The pond pump' in html
     assert html.count("<details>") == 3 and "0.900" in html and "2.000" in html and "0.030" in html
     assert re.search(r'fr-card fr-cited" data-source="2"', html)
-    assert FreeRetApp.mark_citations("see [1] and [2, 3] not [9]", 3) == (
-        'see <span class="fr-cite">[1]</span> and <span class="fr-cite">[2, 3]</span> not [9]')
 
 
 def test_text_only_model_explains_what_it_cannot_read(make_app, media, text_only_engine, tmp_path):
@@ -273,7 +260,7 @@ def test_index_of_another_model_offers_a_reindex(make_app, media, text_only_engi
     data_dir = tmp_path / "shared-data"
     ingest(make_app(data_dir=data_dir), media["pdf"])
     app = make_app(engine=text_only_engine, data_dir=data_dir)
-    assert app.mismatch and app.library.needs_reindex
+    assert app.library.mismatch and app.library.needs_reindex
     assert "indexed with another model" in app.reindex_notice()
     (_, state, *_), = ingest(app, media["image2"])[-1]
     assert state in ("failed", "skipped")  # nothing is added to a mixed index

@@ -1,0 +1,305 @@
+"""The web app's HTML and Markdown, as pure functions of plain values (no Gradio, no library).
+
+Everything shown in the app is built here: the header badge, the model panel, the document table,
+the upload progress list, the re-index warning, and the chat messages with their source cards.
+Text from files (names, excerpts, queries, answers) is always HTML-escaped. Files are linked
+through Gradio's file route (`file_url`); which files may be served is decided at launch
+(`ui.launch_options`, allowed_paths).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from .chat import EMPTY_ANSWER, ChatEvent
+from .items import Hit, format_timestamp
+
+KIND_NAMES = {"pdf": "PDF", "image": "Image", "video": "Video", "text": "Text"}
+ITEM_KIND_NAMES = {"pdf_page": "page", "image": "image", "video_segment": "video", "text": "text"}
+CAPABILITY_NAMES = {"text": "text", "image": "images", "video": "video"}
+EXCERPT_CHARS = 260  # text shown on a source card without a picture
+
+CSS = """
+.fr-header {display:flex; align-items:center; justify-content:space-between; gap:1rem; padding:.25rem .25rem .75rem;}
+.fr-header h1 {margin:0; font-size:1.6rem; font-weight:700; letter-spacing:-.01em;}
+.fr-header p {margin:.15rem 0 0; color:var(--body-text-color-subdued); font-size:.95rem;}
+.fr-model {font-size:.85rem; padding:.35rem .7rem; border-radius:999px; background:var(--color-accent-soft);
+  color:var(--body-text-color); white-space:nowrap; border:1px solid var(--border-color-accent-subdued);}
+.fr-panel-note {color:var(--body-text-color-subdued); font-size:.85rem; margin:.2rem 0 .4rem;}
+.fr-sources {margin-top:.6rem; border-top:1px solid var(--border-color-primary); padding-top:.5rem;}
+.fr-sources-head {font-size:.8rem; color:var(--body-text-color-subdued); margin-bottom:.4rem;}
+.fr-grid {display:flex; flex-wrap:wrap; gap:.6rem;}
+.fr-card {width:170px; margin:0; border:1px solid var(--border-color-primary); border-radius:10px; overflow:hidden;
+  background:var(--background-fill-primary); font-size:.8rem;}
+.fr-card.fr-cited {border-color:var(--color-accent); box-shadow:0 0 0 1px var(--color-accent);}
+.fr-card .fr-media {display:block; width:170px; height:120px; background:var(--background-fill-secondary);}
+.fr-card img.fr-thumb, .fr-chat .fr-card img.fr-thumb {width:170px !important; height:120px !important; max-width:none !important;
+  object-fit:cover; margin:0 !important; border-radius:0 !important; display:block;}
+.fr-card video.fr-video {width:170px; height:120px; display:block; background:#000; margin:0;}
+.fr-card .fr-excerpt {height:120px; overflow:hidden; padding:.45rem .55rem; color:var(--body-text-color-subdued);
+  font-size:.75rem; line-height:1.3; box-sizing:border-box;}
+.fr-card figcaption {padding:.35rem .5rem .1rem; line-height:1.3; word-break:break-word;}
+.fr-num {display:inline-block; min-width:1.3rem; text-align:center; font-weight:700; border-radius:6px;
+  background:var(--color-accent); color:white; margin-right:.3rem; font-size:.75rem; padding:0 .2rem;}
+.fr-where {color:var(--body-text-color-subdued);}
+.fr-card details {padding:.1rem .5rem .4rem; color:var(--body-text-color-subdued);}
+.fr-card details summary {cursor:pointer; font-size:.75rem;}
+.fr-card details table {width:100%; font-size:.72rem; margin:.2rem 0 0; border:0;}
+.fr-card details td {padding:0 .2rem !important; border:0 !important;}
+.fr-card details td:last-child {text-align:right; font-variant-numeric:tabular-nums;}
+.fr-cite {font-weight:600; color:var(--color-accent);}
+.fr-status {color:var(--body-text-color-subdued); font-style:italic;}
+.fr-nothing {color:var(--body-text-color);}
+.fr-progress {display:flex; flex-direction:column; gap:.35rem; font-size:.85rem;}
+.fr-file {display:grid; grid-template-columns:1fr auto; gap:.1rem .5rem; align-items:center;}
+.fr-file .fr-name {overflow:hidden; text-overflow:ellipsis; white-space:nowrap;}
+.fr-file .fr-state {color:var(--body-text-color-subdued); font-size:.8rem; text-align:right;}
+.fr-file .fr-state.fr-failed {color:var(--error-text-color, #c0392b);}
+.fr-bar {grid-column:1 / span 2; height:5px; border-radius:3px; background:var(--background-fill-secondary); overflow:hidden;}
+.fr-bar > div {height:100%; background:var(--color-accent); transition:width .2s;}
+.fr-warning {border:1px solid #e0b252; background:rgba(224,178,82,.12); border-radius:8px; padding:.5rem .7rem;
+  font-size:.85rem; margin-bottom:.4rem;}
+.fr-empty {color:var(--body-text-color-subdued); font-size:.9rem; padding:.6rem 0;}
+"""
+
+
+
+def escape(text: Any) -> str:
+    """`str(text)` safe inside HTML text and attribute values."""
+    return html.escape(str(text), quote=True)
+
+
+def human_size(size: float) -> str:
+    """Bytes for people: `512 -> "512 B"`, `10240 -> "10.0 KB"` (1 KB = 1024 B)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def score_text(value: float | None, digits: int = 3) -> str:
+    """A score with `digits` decimals, or an en dash when there is none."""
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
+def file_url(path: str | Path) -> str:
+    """URL of a local file, served by Gradio's file route (only under launch's allowed_paths)."""
+    return "gradio_api/file=" + quote(str(Path(path).resolve()), safe="/")
+
+
+# -- model ------------------------------------------------------------------------------------------
+
+def capability_list(capabilities: Iterable[str]) -> str:
+    """"text, images, video" in that order, for the capabilities present."""
+    present = set(capabilities)
+    return ", ".join(CAPABILITY_NAMES[c] for c in ("text", "image", "video") if c in present)
+
+
+def model_badge(model_id: str, capabilities: Iterable[str]) -> str:
+    """The header pill: model name (folder name for a local path) and what it reads."""
+    name = Path(model_id).name if Path(model_id).exists() else model_id
+    return (f'<span class="fr-model" title="{escape(model_id)}">{escape(name)} · reads '
+            f'{capability_list(capabilities)}</span>')
+
+
+def header(title: str, badge: str) -> str:
+    return (f'<div class="fr-header"><div><h1>{escape(title)}</h1>'
+            '<p>Ask questions about your PDFs, images and videos. One multimodal model finds, ranks and '
+            'cites the sources, on this machine.</p></div>'
+            f'{badge}</div>')
+
+
+def model_info(model_id: str, capabilities: Iterable[str], runs_on: str, prompt_version: str) -> str:
+    """The Settings panel's Markdown: model, device, what it can and cannot read, index version."""
+    caps = set(capabilities)
+    missing = [CAPABILITY_NAMES[c] for c in ("image", "video") if c not in caps]
+    lines = [
+        f"**Model:** `{model_id}`",
+        f"**Runs on:** {runs_on}",
+        "**Reads:** " + capability_list(caps) + (" · **cannot read:** " + ", ".join(missing) if missing else ""),
+        f"**Index:** prompt version `{prompt_version}`",
+    ]
+    if "image" not in caps:
+        lines.append("This model reads text only: PDFs are searched by their text; images and videos "
+                     "cannot be indexed. Start the app with a vision-language model to use them.")
+    return "\n\n".join(lines)
+
+
+# -- library ----------------------------------------------------------------------------------------
+
+def kind_name(file_type: str) -> str:
+    return KIND_NAMES.get(file_type, file_type)
+
+
+def document_rows(docs: Sequence[Any]) -> list[list[Any]]:
+    """Rows of the document table: file, type, items, added (local time)."""
+    return [[doc.source, kind_name(doc.file_type), doc.items,
+             time.strftime("%Y-%m-%d %H:%M", time.localtime(doc.added_at))] for doc in docs]
+
+
+def document_choices(docs: Sequence[Any]) -> list[tuple[str, str]]:
+    """(label, doc_id) pairs of the delete dropdown."""
+    return [(f"{doc.source} ({kind_name(doc.file_type)}, {doc.items} items)", doc.doc_id) for doc in docs]
+
+
+def library_summary(docs: Sequence[Any]) -> str:
+    if not docs:
+        return '<div class="fr-empty">No documents yet. Add PDFs, images or videos above.</div>'
+    items = sum(doc.items for doc in docs)
+    return f'<div class="fr-panel-note">{plural(len(docs), "document")} · {plural(items, "searchable item")}</div>'
+
+
+def reindex_notice(others: Iterable[Any], model_id: str) -> str:
+    """The warning shown while documents of other models' indexes wait for a re-index."""
+    listed = ", ".join(sorted({f"{index.model_id} ({index.count} items)" for index in others}))
+    return (f'<div class="fr-warning"><b>This library was indexed with another model</b> ({escape(listed)}). '
+            f'Vectors of different models cannot be mixed: re-index it with {escape(model_id)} '
+            f'to search those documents (the files need not be uploaded again).</div>')
+
+
+@dataclass
+class FileStatus:
+    """One file of an upload or re-index, as the progress list shows it."""
+
+    name: str
+    state: str = "waiting"  # waiting | indexing | done | skipped | failed
+    done: int = 0
+    total: int = 0
+    items: int = 0
+    message: str = ""
+
+
+def render_progress(files: Sequence[FileStatus]) -> str:
+    """One row per file: name, state text and a bar (done/total while indexing)."""
+    if not files:
+        return ""
+    rows = []
+    for status in files:
+        if status.state == "indexing":
+            fraction = status.done / status.total if status.total else 0.05
+            state = f"{status.done}/{status.total}" if status.total else "reading ..."
+        elif status.state == "done":
+            fraction, state = 1.0, f"done · {plural(status.items, 'item')}"
+            if status.message:
+                state += f" · {status.message}"
+        elif status.state in ("failed", "skipped"):
+            fraction, state = 0.0, status.message or status.state
+        else:
+            fraction, state = 0.0, "waiting"
+        failed = " fr-failed" if status.state in ("failed", "skipped") else ""
+        rows.append(
+            f'<div class="fr-file" data-state="{escape(status.state)}">'
+            f'<span class="fr-name" title="{escape(status.name)}">'
+            f'{escape(status.name)}</span><span class="fr-state{failed}">{escape(state)}</span>'
+            f'<div class="fr-bar"><div style="width:{fraction * 100:.0f}%"></div></div></div>')
+    return '<div class="fr-progress">' + "".join(rows) + "</div>"
+
+
+# -- chat -------------------------------------------------------------------------------------------
+
+def mark_citations(text: str, n_sources: int) -> str:
+    """Highlight [1], [2, 3] ... when every number names one of the n_sources sources."""
+    def mark(match: re.Match) -> str:
+        numbers = [int(n) for n in re.split(r"\s*[,;]\s*", match.group(1))]
+        if all(1 <= n <= n_sources for n in numbers):
+            return f'<span class="fr-cite">{match.group(0)}</span>'
+        return match.group(0)
+
+    return re.sub(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]", mark, text)
+
+
+def _picture(item: Any) -> tuple[str | None, str | None]:
+    """(thumbnail path, full-size path) of an item, when it has pictures stored as files."""
+    stored = str(item.images[0]) if item.images and not hasattr(item.images[0], "size") else None
+    preview = item.thumbnail or stored
+    return preview, stored or preview
+
+
+def source_card(number: int, hit: Hit, original: str | None = None, cited: bool = False) -> str:
+    """One source under an answer: picture, video player or excerpt; name, place, kind and scores.
+
+    `original` is the path of the indexed file itself (linked, and played for video segments from
+    the segment's start); None when it is not available.
+    """
+    item = hit.item
+    preview, full = _picture(item)
+    if item.kind == "video_segment" and original:
+        start = item.t_start or 0.0
+        fragment = f"#t={start:g}" + (f",{item.t_end:g}" if item.t_end is not None else "")
+        poster = f' poster="{escape(file_url(preview))}"' if preview else ""
+        media = (f'<video class="fr-video" controls preload="metadata"{poster} '
+                 f'src="{escape(file_url(original) + fragment)}"></video>')
+    elif preview:
+        media = (f'<a class="fr-media" href="{escape(file_url(full))}" target="_blank" rel="noopener">'
+                 f'<img class="fr-thumb" alt="{escape(item.label)}" src="{escape(file_url(preview))}"></a>')
+    else:
+        media = f'<div class="fr-excerpt">{escape(item.text[:EXCERPT_CHARS])}</div>'
+    where = item.location
+    if item.kind == "video_segment" and item.t_start is not None:
+        where = f"{format_timestamp(item.t_start)}–{format_timestamp(item.t_end or item.t_start)}"
+    name = escape(item.source or "source")
+    if original:
+        anchor = f"#page={item.page}" if item.kind == "pdf_page" and item.page else ""
+        name = f'<a href="{escape(file_url(original) + anchor)}" target="_blank" rel="noopener">{name}</a>'
+    scores = [("rerank p(match)", hit.rerank_score), ("dense cosine", hit.dense_score),
+              ("lexical BM25", hit.lexical_score), ("fused (RRF)", hit.fused_score)]
+    rows = "".join(f"<tr><td>{label}</td><td>{score_text(value)}</td></tr>" for label, value in scores
+                   if value is not None)
+    place = f" <span class=fr-where>· {escape(where)}</span>" if where else ""
+    return (f'<figure class="fr-card{" fr-cited" if cited else ""}" data-source="{number}">{media}'
+            f'<figcaption><span class="fr-num">{number}</span>{name}{place}'
+            f' <span class="fr-where">· {escape(ITEM_KIND_NAMES.get(item.kind, item.kind))}</span></figcaption>'
+            f'<details><summary>Scores</summary><table>{rows}</table></details></figure>')
+
+
+def render_sources(hits: Sequence[Hit], originals: Mapping[str, str] | None = None, cited: Sequence[int] = (),
+                   query: str = "", note: str = "") -> str:
+    """The numbered source cards under an answer ("" without hits).
+
+    `originals` maps doc_id to the path of the indexed file (for links and video playback).
+    """
+    if not hits:
+        return ""
+    originals = originals or {}
+    cards = "".join(source_card(number, hit, originals.get(hit.item.doc_id), number in cited)
+                    for number, hit in enumerate(hits, start=1))
+    head = ("Sources" + (f" · searched for “{escape(query)}”" if query else "")
+            + (f" · {escape(note)}" if note else ""))
+    return f'<div class="fr-sources"><div class="fr-sources-head">{head}</div><div class="fr-grid">{cards}</div></div>'
+
+
+def status_html(text: str) -> str:
+    return f'<span class="fr-status">{escape(text)}</span>'
+
+
+def chat_message(event: ChatEvent, originals: Mapping[str, str] | None = None, note: str = "") -> str | None:
+    """The assistant message for one chat event, or None for events that change nothing on screen.
+
+    `note` goes into the sources line of a finished answer (timing).
+    """
+    if event.kind == "status":
+        return status_html(event.text) + render_sources(event.sources, originals, (), event.query)
+    if event.kind == "token":
+        return (mark_citations(escape(event.text), len(event.sources)) + "▍"
+                + render_sources(event.sources, originals, (), event.query))
+    if event.kind == "answer":
+        cited = event.answer.cited if event.answer else ()
+        return (mark_citations(escape(event.text.strip() or EMPTY_ANSWER), len(event.sources))
+                + render_sources(event.sources, originals, cited, event.query, note))
+    if event.kind == "nothing":
+        return f'<span class="fr-nothing">{escape(event.text)}</span>'
+    if event.kind == "error":
+        return f'<span class="fr-nothing"><b>Cannot answer:</b> {escape(event.text)}</span>'
+    return None

@@ -1,0 +1,150 @@
+"""The app's HTML builders (freeret_rag.ui_render): pure functions, checked against hand-written HTML.
+
+No model and no library: items and hits are built here. Expected strings are written out by hand
+from what a reader should see (page numbers, escaped file names, score rows), not produced by the
+functions under test.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import quote
+
+from freeret_rag.chat import EMPTY_ANSWER, ChatEvent
+from freeret_rag.items import Answer, Hit, Item
+from freeret_rag.ui_render import (FileStatus, chat_message, document_choices, document_rows, human_size,
+                                   library_summary, mark_citations, model_info, reindex_notice, render_progress,
+                                   render_sources, source_card)
+
+EVIL = "<script>alert(1)</script>.pdf"
+
+
+def served(path: Path) -> str:
+    """The Gradio file URL of `path`, spelled out by hand."""
+    return "gradio_api/file=" + quote(str(path.resolve()), safe="/")
+
+
+def test_a_pdf_page_card_says_p_3_and_escapes_the_file_name(tmp_path):
+    page = Item("pdf_page", text="Section 3: byte order", item_id="d:pdf_page:3", doc_id="d", source=EVIL, page=3)
+    html = source_card(1, Hit(page, dense_score=0.25))
+    assert "<script>" not in html
+    assert ("<figcaption><span class=\"fr-num\">1</span>&lt;script&gt;alert(1)&lt;/script&gt;.pdf"
+            " <span class=fr-where>· p. 3</span> <span class=\"fr-where\">· page</span></figcaption>") in html
+    assert "<tr><td>dense cosine</td><td>0.250</td></tr>" in html
+    # with the original file known, the name links to that page of it
+    original = tmp_path / "spec.pdf"
+    linked = source_card(1, Hit(page), original=str(original))
+    assert f'<a href="{served(original)}#page=3" target="_blank" rel="noopener">&lt;script&gt;' in linked
+
+
+def test_a_text_card_exactly():
+    chunk = Item("text", text="Water <b>daily</b> & weed", item_id="d:text:1", doc_id="d", source="notes.txt",
+                 chunk=1)
+    expected = ('<figure class="fr-card fr-cited" data-source="2">'
+                '<div class="fr-excerpt">Water &lt;b&gt;daily&lt;/b&gt; &amp; weed</div>'
+                '<figcaption><span class="fr-num">2</span>notes.txt <span class=fr-where>· part 2</span>'
+                ' <span class="fr-where">· text</span></figcaption>'
+                '<details><summary>Scores</summary><table>'
+                '<tr><td>lexical BM25</td><td>2.500</td></tr><tr><td>fused (RRF)</td><td>0.033</td></tr>'
+                '</table></details></figure>')
+    assert source_card(2, Hit(chunk, lexical_score=2.5, fused_score=1 / 30), cited=True) == expected
+
+
+def test_a_long_excerpt_is_cut_at_260_characters():
+    chunk = Item("text", text="a" * 300, item_id="d:text:0", doc_id="d", source="long.txt", chunk=0)
+    assert f'<div class="fr-excerpt">{"a" * 260}</div>' in source_card(1, Hit(chunk))
+
+
+def test_a_video_segment_plays_its_span_with_the_thumbnail_as_poster(tmp_path):
+    video, thumb = tmp_path / "clip.mp4", tmp_path / "seg0001_thumb.jpg"
+    segment = Item("video_segment", images=(str(tmp_path / "f0.jpg"),), item_id="v:video_segment:1", doc_id="v",
+                   source="clip.mp4", t_start=3.0, t_end=6.5, thumbnail=str(thumb))
+    html = source_card(1, Hit(segment, rerank_score=0.9), original=str(video))
+    assert (f'<video class="fr-video" controls preload="metadata" poster="{served(thumb)}" '
+            f'src="{served(video)}#t=3,6.5"></video>') in html
+    assert "<span class=fr-where>· 0:03–0:06</span>" in html and "<td>rerank p(match)</td><td>0.900</td>" in html
+    # without the original file: the thumbnail, linked to the first frame
+    html = source_card(1, Hit(segment))
+    assert (f'<a class="fr-media" href="{served(tmp_path / "f0.jpg")}" target="_blank" rel="noopener">'
+            f'<img class="fr-thumb" alt="clip.mp4 (0:03-0:06)" src="{served(thumb)}"></a>') in html
+
+
+def test_sources_block_numbers_cards_marks_cited_ones_and_escapes_the_query():
+    hits = [Hit(Item("text", text=f"t{n}", item_id=f"d:text:{n}", doc_id="d", source="n.txt", chunk=n))
+            for n in range(3)]
+    html = render_sources(hits, {}, cited=[3], query="<i>beetles</i>", note="answered in 1.0 s")
+    assert html.startswith('<div class="fr-sources"><div class="fr-sources-head">'
+                           'Sources · searched for “&lt;i&gt;beetles&lt;/i&gt;” · answered in 1.0 s</div>')
+    assert [html.count(f'data-source="{n}"') for n in (1, 2, 3)] == [1, 1, 1]
+    assert html.count("fr-cited") == 1 and 'fr-card fr-cited" data-source="3"' in html
+    assert render_sources([], {}) == ""
+
+
+def test_mark_citations_only_marks_numbers_of_real_sources():
+    assert mark_citations("see [1] and [2, 3] not [9] or [1, 9]", 3) == (
+        'see <span class="fr-cite">[1]</span> and <span class="fr-cite">[2, 3]</span> not [9] or [1, 9]')
+
+
+def test_chat_messages_for_each_event_kind():
+    hit = Hit(Item("text", text="Ladybirds eat aphids.", item_id="d:text:0", doc_id="d", source="g.txt", chunk=0))
+    assert chat_message(ChatEvent("error", "no <model>")) == (
+        '<span class="fr-nothing"><b>Cannot answer:</b> no &lt;model&gt;</span>')
+    assert chat_message(ChatEvent("nothing", "Nothing here.")) == '<span class="fr-nothing">Nothing here.</span>'
+    assert chat_message(ChatEvent("status", "Searching ...")) == '<span class="fr-status">Searching ...</span>'
+    assert chat_message(ChatEvent("sources", sources=[hit])) is None
+    token = chat_message(ChatEvent("token", "They eat aphids [1", sources=[hit]))
+    assert token.startswith("They eat aphids [1▍<div class=\"fr-sources\">")
+    done = chat_message(ChatEvent("answer", "Aphids [1].", sources=[hit], answer=Answer("Aphids [1].", [hit], [1])),
+                        note="answered in 2.0 s")
+    assert done.startswith('Aphids <span class="fr-cite">[1]</span>.<div class="fr-sources">')
+    assert "· answered in 2.0 s</div>" in done and 'fr-card fr-cited" data-source="1"' in done
+    assert chat_message(ChatEvent("answer", "  ", sources=[hit])).startswith(EMPTY_ANSWER + '<div class="fr-sources">')
+
+
+def test_progress_rows():
+    html = render_progress([FileStatus("a<b>.pdf", "indexing", done=1, total=4)])
+    assert html == ('<div class="fr-progress"><div class="fr-file" data-state="indexing">'
+                    '<span class="fr-name" title="a&lt;b&gt;.pdf">a&lt;b&gt;.pdf</span>'
+                    '<span class="fr-state">1/4</span>'
+                    '<div class="fr-bar"><div style="width:25%"></div></div></div></div>')
+    html = render_progress([FileStatus("b.png", "done", items=1),
+                            FileStatus("c.mp4", "done", items=3, message="2 left out"),
+                            FileStatus("d.xyz", "skipped", message="unsupported file type (.xyz)"),
+                            FileStatus("e.txt")])
+    assert '<span class="fr-state">done · 1 item</span>' in html
+    assert '<span class="fr-state">done · 3 items · 2 left out</span>' in html
+    assert '<span class="fr-state fr-failed">unsupported file type (.xyz)</span>' in html
+    assert '<div class="fr-file" data-state="waiting">' in html and '<span class="fr-state">waiting</span>' in html
+    assert render_progress([]) == ""
+
+
+def test_sizes_for_people():
+    assert [human_size(n) for n in (0, 512, 1023, 1024, 10 * 1024, 200 * 1024**2, 5 * 1024**3, 4096 * 1024**3)] == [
+        "0 B", "512 B", "1023 B", "1.0 KB", "10.0 KB", "200.0 MB", "5.0 GB", "4096.0 GB"]
+
+
+def test_document_table_dropdown_and_summary():
+    added = time.mktime((2024, 5, 6, 7, 8, 0, 0, 0, -1))  # local time, as the table shows it
+    docs = [SimpleNamespace(doc_id="x1", source="guide.pdf", file_type="pdf", items=2, added_at=added),
+            SimpleNamespace(doc_id="x2", source="song.ogg", file_type="audio", items=1, added_at=added)]
+    assert document_rows(docs) == [["guide.pdf", "PDF", 2, "2024-05-06 07:08"],
+                                   ["song.ogg", "audio", 1, "2024-05-06 07:08"]]
+    assert document_choices(docs) == [("guide.pdf (PDF, 2 items)", "x1"), ("song.ogg (audio, 1 items)", "x2")]
+    assert library_summary(docs) == '<div class="fr-panel-note">2 documents · 3 searchable items</div>'
+    assert library_summary(docs[1:]) == '<div class="fr-panel-note">1 document · 1 searchable item</div>'
+    assert "No documents yet" in library_summary([])
+
+
+def test_reindex_notice_and_model_info():
+    others = [SimpleNamespace(model_id="org/<vlm>", count=7), SimpleNamespace(model_id="org/<vlm>", count=7)]
+    notice = reindex_notice(others, "org/new")
+    assert "(org/&lt;vlm&gt; (7 items))" in notice and "re-index it with org/new" in notice
+    info = model_info("org/lm", {"text"}, "cpu · float32", "v3")
+    assert info.split("\n\n")[:4] == ["**Model:** `org/lm`", "**Runs on:** cpu · float32",
+                                      "**Reads:** text · **cannot read:** images, video",
+                                      "**Index:** prompt version `v3`"]
+    assert "reads text only" in info
+    assert model_info("org/vlm", {"video", "text", "image"}, "cuda:0 · bfloat16", "v3").split("\n\n")[2] == (
+        "**Reads:** text, images, video")
