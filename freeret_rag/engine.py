@@ -165,9 +165,10 @@ class FreeRet:
             if not item.text.strip():
                 self._check(item)
             item = item.without_images()
+        system, cue = prompts.self_query_prompt(item.kind)
         text = prompts.item_text_block(item.kind, item.text[: self.settings.max_text_chars // 2])
-        prompt = Prompt(text=text + prompts.self_query_instruction(item.kind), images=item.open_images(),
-                        as_video=item.kind == "video_segment")
+        prompt = Prompt(text=text + cue, images=item.open_images(), as_video=item.kind == "video_segment",
+                        system=system)
         return answering.generate_text(self.lm, prompt, max_new_tokens, self._lock, self.settings.max_image_side)
 
     # -- Stage 3 -------------------------------------------------------------------------------

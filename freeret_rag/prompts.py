@@ -95,16 +95,18 @@ def rerank_question(query: str, kind: ItemKind, candidate_text: str, framing: Re
 RERANK_LABELS: dict[str, tuple[str, str]] = {"choice": ("A", "B"), "yesno": ("Yes", "No")}
 
 # The self-check (selfcheck.py): the model writes the query a user would type to find an item.
-SELF_QUERY = (
-    "Write the short search query (3 to 8 words) that someone would type to find {noun} above again. "
-    "Use your own words, not a sentence from it. Example: for a passage on deleting a directory tree "
-    "with all its files, a good query is: remove a folder and everything in it\n"
-    "Reply with the query only.\nSearch query:"
+# Small models copy worked examples and chat when asked in the user turn; a system line and a bare
+# "Search query:" cue keep them closest to a query.
+SELF_QUERY_SYSTEM = (
+    "Reply with a short search query (a few words, lowercase) that would find the user's {noun}. "
+    "Use your own words. Do not explain."
 )
 
 
-def self_query_instruction(kind: ItemKind) -> str:
-    return SELF_QUERY.format(noun=KIND_WORDING[kind].noun)
+def self_query_prompt(kind: ItemKind) -> tuple[str, str]:
+    """(system line, cue after the item) for the self-check's test query about an item of `kind`."""
+    noun = KIND_WORDING[kind].noun.removeprefix("the ")
+    return SELF_QUERY_SYSTEM.format(noun=noun), "Search query:"
 
 
 ANSWER_SYSTEM = (
