@@ -49,14 +49,16 @@ class ChatSettings:
     - `rerank` / `rerank_k`: rerank that many of them with the model (p(A) of the match question).
     - `n_sources`: sources given to the model and shown under the answer.
     - `min_relevance`: with reranking on, a source must reach this p(match) to be used; when none
-      does, the answer is "nothing relevant". Without reranking only an empty search counts.
+      does, the answer is "nothing relevant". None ("auto") uses the floor the library's self-check
+      measured, and no floor where it found that the reranker cannot tell matches from random
+      items. Without reranking only an empty search counts.
     """
 
     top_k: int = settings.TOP_K
     rerank: bool = settings.RERANK
     rerank_k: int = settings.RERANK_K
     n_sources: int = settings.N_SOURCES
-    min_relevance: float = settings.MIN_RELEVANCE
+    min_relevance: float | None = settings.MIN_RELEVANCE
 
     def __post_init__(self) -> None:  # raises settings.ConfigError, a ValueError
         settings.check_answer_settings(top_k=self.top_k, rerank_k=self.rerank_k, n_sources=self.n_sources,
@@ -72,15 +74,26 @@ class ChatEvent:
     query: str = ""
 
 
-def is_relevant(hit: Hit, settings: ChatSettings) -> bool:
-    """The relevance floor: applies to the rerank probability, the only calibrated score."""
-    if hit.rerank_score is None:
+def relevance_floor(settings: ChatSettings, library: Any = None) -> float | None:
+    """The p(match) a source must reach: the session's fixed threshold, else the library's measured
+    floor; None (every candidate passes) without reranking or where nothing was measured."""
+    if not settings.rerank:
+        return None
+    if settings.min_relevance is not None:
+        return float(settings.min_relevance) or None  # 0: no threshold
+    return getattr(library, "relevance_floor", None)
+
+
+def is_relevant(hit: Hit, floor: float | None) -> bool:
+    """A floor applies to the rerank probability, the only calibrated score: a candidate that was
+    never reranked was not measured against it and never passes it."""
+    if floor is None:
         return True
-    return hit.rerank_score >= settings.min_relevance
+    return hit.rerank_score is not None and hit.rerank_score >= floor
 
 
-def select_sources(hits: Sequence[Hit], settings: ChatSettings) -> list[Hit]:
-    return [hit for hit in hits if is_relevant(hit, settings)][: settings.n_sources]
+def select_sources(hits: Sequence[Hit], settings: ChatSettings, floor: float | None = None) -> list[Hit]:
+    return [hit for hit in hits if is_relevant(hit, floor)][: settings.n_sources]
 
 
 def plain_history(history: Sequence[dict] | None) -> list[dict]:
@@ -128,9 +141,10 @@ def _pipeline(library: Any, engine: Any, question: str, image: ImageLike | None,
         yield ChatEvent("status", "Reading the conversation ...")
         query_text = engine.standalone_query(question, history) or question
     yield ChatEvent("status", "Searching your library ...", query=query_text)
+    floor = relevance_floor(settings, library)
     hits = library.search(Query(query_text, image), k=settings.top_k, rerank=settings.rerank,
-                          rerank_k=settings.rerank_k)
-    sources = select_sources(hits, settings)
+                          rerank_k=settings.rerank_k, **({"score_head": True} if floor is not None else {}))
+    sources = select_sources(hits, settings, floor)
     if not sources:
         yield ChatEvent("nothing", NOTHING_RELEVANT, query=query_text)
         return

@@ -529,13 +529,13 @@ class Library:
 
     def search(self, query: Query | str, k: int = 10, kinds: Sequence[ItemKind] | None = None,
                doc_ids: Sequence[str] | None = None, rerank: bool = True, rerank_k: int = RERANK_K,
-               depth: int | None = None) -> list[Hit]:
+               depth: int | None = None, score_head: bool = False) -> list[Hit]:
         """Ranked hits: dense, lexical and model-word candidates fused by weighted RRF, then the top
         `rerank_k` reranked by the model and blended with the first-stage order by the measured share.
 
         `depth` candidates are drawn from each first-stage channel. With `rerank`, the head is
-        reranked when the blend gives the reranker a share or a relevance floor applies (its
-        p(match) decides which sources the answer may use); otherwise reranking is skipped.
+        reranked when the blend gives the reranker a share, when a relevance floor was measured or
+        when `score_head` asks for p(match) (a caller's fixed threshold); otherwise it is skipped.
         """
         engine = self._engine()
         query = Query(query) if isinstance(query, str) else query
@@ -545,7 +545,7 @@ class Library:
         depth = depth or max(2 * k, rerank_k, 50)
         hits = self.store.search(vector, query.text, depth, kinds, doc_ids, self.fusion_weights, words)
         share = self.rerank_share
-        if rerank and rerank_k > 0 and hits and (share > 0 or self.relevance_floor is not None):
+        if rerank and rerank_k > 0 and hits and (share > 0 or score_head or self.relevance_floor is not None):
             head = {hit.item.item_id: hit for hit in engine.rerank(query, hits[:rerank_k])}
             scores = {item_id: hit.rerank_score for item_id, hit in head.items()}
             order = fusion.blend([hit.item.item_id for hit in hits], scores, share)

@@ -32,7 +32,8 @@ TOP_K = 20  # candidates fetched by the embedding + lexical search
 RERANK = True  # rerank candidates with the model
 RERANK_K = 10  # candidates reranked
 N_SOURCES = 3  # sources given to the model for an answer
-MIN_RELEVANCE = 0.2  # rerank probability below which a source counts as not relevant
+MIN_RELEVANCE: float | None = None  # rerank probability below which a source is not relevant; None: "auto",
+# the floor the library's self-check measured (none where the reranker cannot tell matches apart)
 
 # Environment variables that keep libraries quiet: no usage analytics, no telemetry, no update
 # checks. Set before gradio, huggingface_hub or chromadb are imported (see `apply_privacy_env`).
@@ -151,7 +152,7 @@ FLAGS: dict[str, Flag] = {flag.dest: flag for flag in (
          f"sources given to the model for an answer (default: {N_SOURCES})"),
     Flag("min_relevance", "--min-relevance", "FREERET_MIN_RELEVANCE", float, MIN_RELEVANCE, "answer",
          "rerank probability below which a source counts as not relevant; when no source clears it "
-         f"the app says it found nothing (default: {MIN_RELEVANCE})"),
+         "the app says it found nothing (default: auto, the floor the library's self-check measured)"),
 )}
 COMMON = ("model", "device", "dtype", "data_dir", "chroma_url")
 ANSWER = ("top_k", "rerank", "rerank_k", "n_sources", "min_relevance")
@@ -187,6 +188,8 @@ def _convert(flag: Flag, value: Any) -> Any:
         return value if isinstance(value, bool) else parse_bool(str(value), flag.label)
     if value is None or value == "":
         return flag.default
+    if flag.dest == "min_relevance" and str(value).strip().lower() == "auto":
+        return None
     if flag.kind is Path:
         return Path(value).expanduser()
     if flag.kind in (int, float):

@@ -64,6 +64,10 @@ class FreeRetApp:
         runs_on = f"{lm.device} · {str(lm.dtype).replace('torch.', '')}" if lm is not None else "?"
         return render.model_info(self.engine.model_id, self.engine.capabilities, runs_on, self.engine.prompt_version)
 
+    def self_check_info(self) -> str:
+        """The self-check's figures and what they switched on or off, in words (Settings panel)."""
+        return render.self_check_markdown(getattr(self.library, "self_check_result", None))
+
     # -- library ------------------------------------------------------------------------------
     def supported_extensions(self) -> list[str]:
         from .media import SUPPORTED_EXTENSIONS
@@ -142,17 +146,23 @@ class FreeRetApp:
 
     def chat(self, message: dict | str | None, chatbot: list | None, history: list | None,
              top_k: float = TOP_K, rerank: bool = RERANK, rerank_k: float = RERANK_K, n_sources: float = N_SOURCES,
-             min_relevance: float = MIN_RELEVANCE) -> Iterator[tuple[list, list, Any]]:
-        """One whole turn (the /chat API): yields (chatbot messages, plain history, textbox value)."""
+             min_relevance: float | None = MIN_RELEVANCE, fixed_threshold: bool | None = None,
+             ) -> Iterator[tuple[list, list, Any]]:
+        """One whole turn (the /chat API): yields (chatbot messages, plain history, textbox value).
+
+        `min_relevance` None is "auto" (the library's measured floor); `fixed_threshold` False
+        (the Settings checkbox unticked) ignores the slider's value and uses "auto" too.
+        """
         chatbot, pending = self.add_user_turn(message, chatbot)
         yield list(chatbot), plain_history(history), None
         for chatbot, history in self.answer_turn(pending, chatbot, history, top_k, rerank, rerank_k, n_sources,
-                                                 min_relevance):
+                                                 min_relevance, fixed_threshold):
             yield chatbot, history, None
 
     def answer_turn(self, pending: dict | None, chatbot: list | None, history: list | None,
                     top_k: float = TOP_K, rerank: bool = RERANK, rerank_k: float = RERANK_K,
-                    n_sources: float = N_SOURCES, min_relevance: float = MIN_RELEVANCE) -> Iterator[tuple[list, list]]:
+                    n_sources: float = N_SOURCES, min_relevance: float | None = MIN_RELEVANCE,
+                    fixed_threshold: bool | None = None) -> Iterator[tuple[list, list]]:
         """Stream the answer into the last (placeholder) message: yields (chatbot, plain history)."""
         chatbot = list(chatbot or [])
         history = plain_history(history)
@@ -160,8 +170,9 @@ class FreeRetApp:
             yield chatbot, history
             return
         question, image = pending["text"], pending.get("image")
+        threshold = None if fixed_threshold is False or min_relevance is None else float(min_relevance)
         settings = ChatSettings(top_k=int(top_k), rerank=bool(rerank), rerank_k=int(rerank_k),
-                                n_sources=int(n_sources), min_relevance=float(min_relevance))
+                                n_sources=int(n_sources), min_relevance=threshold)
         chatbot[-1] = {"role": "assistant", "content": render.status_html("Thinking ...")}
         yield list(chatbot), history
 
@@ -260,19 +271,24 @@ def build_blocks(app: FreeRetApp):
                                              info="Slower, more precise: the model judges each candidate")
                         rerank_k = gr.Slider(1, 50, value=config.rerank_k, step=1, label="Candidates reranked (K)")
                         n_sources = gr.Slider(1, 10, value=config.n_sources, step=1, label="Sources in the answer")
-                        min_relevance = gr.Slider(0.0, 1.0, value=config.min_relevance, step=0.05,
+                        fixed_threshold = gr.Checkbox(value=config.min_relevance is not None,
+                                                      label="Fixed relevance threshold",
+                                                      info="Off: the floor the self-check measured on your "
+                                                           "library (below)")
+                        min_relevance = gr.Slider(0.0, 1.0, value=config.min_relevance or 0.2, step=0.05,
                                                   label="Relevance threshold",
                                                   info="With reranking: sources below this match probability "
                                                        "are dropped; if none is left, the app says so")
+                        self_check = gr.Markdown(app.self_check_info(), elem_id="fr-self-check")
 
-        settings = [top_k, rerank, rerank_k, n_sources, min_relevance]
+        settings = [top_k, rerank, rerank_k, n_sources, min_relevance, fixed_threshold]
 
         def refresh():
             choices = app.document_choices()
             return (app.library_summary(), app.document_rows(), gr.update(choices=choices, value=None),
-                    app.reindex_notice(), gr.update(visible=app.library.needs_reindex))
+                    app.reindex_notice(), gr.update(visible=app.library.needs_reindex), app.self_check_info())
 
-        listing = [summary, table, chosen, warning, reindex]
+        listing = [summary, table, chosen, warning, reindex, self_check]
 
         def run_reindex():
             for result in app.reindex():

@@ -303,3 +303,12 @@ def chat_message(event: ChatEvent, originals: Mapping[str, str] | None = None, n
     if event.kind == "error":
         return f'<span class="fr-nothing"><b>Cannot answer:</b> {escape(event.text)}</span>'
     return None
+
+
+def self_check_markdown(result: Any) -> str:
+    """The library's self-check (selfcheck.SelfCheck or None) as Markdown for the Settings panel."""
+    if result is None:
+        return ("**Self-check:** not run yet. After indexing, the model writes test queries for a sample of "
+                "your files and the app measures which search channels, how much reranking and which "
+                "relevance floor work for this model on this library.")
+    return "**Self-check of this library**\n\n" + "\n".join(f"- {line}" for line in result.describe())

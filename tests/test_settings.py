@@ -74,12 +74,12 @@ def readme_answer_defaults() -> dict[str, object]:
     row = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| `--top-k`"))
     top_k, rerank, rerank_k, sources, min_relevance = (cell.strip() for cell in row.split("|")[3].split(","))
     return {"top_k": int(top_k), "rerank": rerank == "on", "rerank_k": int(rerank_k), "n_sources": int(sources),
-            "min_relevance": float(min_relevance)}
+            "min_relevance": None if min_relevance == "auto" else float(min_relevance)}
 
 
 def test_answer_defaults_are_the_documented_ones_everywhere():
     documented = readme_answer_defaults()
-    assert documented == {"top_k": 20, "rerank": True, "rerank_k": 10, "n_sources": 3, "min_relevance": 0.2}
+    assert documented == {"top_k": 20, "rerank": True, "rerank_k": 10, "n_sources": 3, "min_relevance": None}
     chat, app, parsed = ChatSettings(), AppConfig(), parse_config([], {})
     for name, value in documented.items():
         assert (getattr(chat, name), getattr(app, name), getattr(parsed, name)) == (value,) * 3, name
