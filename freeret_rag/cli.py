@@ -75,6 +75,9 @@ class ProgressBar:
             detail = {"added": f"{event.done} item(s)", "unchanged": "already indexed", "skipped": ""}[event.stage]
             message = "; ".join(part for part in (detail, event.message) if part)
             tqdm.write(f"[{event.file_index}/{event.files}] {event.stage:<9} {name}: {message}", file=self.stream)
+        elif event.stage == "check":
+            self.close()
+            tqdm.write(event.message, file=self.stream)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -165,6 +168,24 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Show the stored self-check, or (with --run, or when there is none yet) measure it now."""
+    library = open_library(args)
+    result = library.self_check_result
+    if args.run or result is None:
+        log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+        result = library.self_check(log)
+    if args.json:
+        print(result.to_json())
+        return 0
+    print(f"self-check of {library.location} with {result.model_id} ({result.prompt_version}):")
+    for line in result.describe():
+        print(f"- {line}")
+    if library.self_check_stale:
+        print("(the library has changed by half since: run `check --run` or add files to re-measure)")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction, environ: Mapping[str, str] | None = None) -> None:
     add = subparsers.add_parser("add", help="index files and folders (recursively)")
     add.add_argument("paths", nargs="+", metavar="PATH")
@@ -189,6 +210,15 @@ def register(subparsers: argparse._SubParsersAction, environ: Mapping[str, str] 
                        groups={"answer": search})
     search.add_argument("--json", action="store_true")
     search.set_defaults(func=cmd_search)
+
+    check = subparsers.add_parser("check", help="how well the loaded model finds your items (the self-check)",
+                                  description="The model writes test queries for a sample of the library; the "
+                                              "measured figures set fusion weights, reranking and the relevance "
+                                              "floor. Shows the stored result; --run measures again.")
+    check.add_argument("--run", action="store_true", help="measure again now")
+    check.add_argument("--json", action="store_true")
+    check.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    check.set_defaults(func=cmd_check)
 
     reindex = subparsers.add_parser("reindex", help="re-embed every document with the loaded model")
     reindex.add_argument("-q", "--quiet", action="store_true")

@@ -183,3 +183,21 @@ def test_global_flags_after_the_subcommand(tiny_model_dirs, src, tmp_path, capsy
     code, out, _ = run(capsys, "search", "garden", "--no-rerank", "--json", *data, "--model",
                        tiny_model_dirs["qwen2_vl"])
     assert code == 0 and {row["label"].split(" ")[0] for row in json.loads(out)} == {"README.md"}
+
+
+def test_check_measures_stores_and_shows_the_self_check(tiny_model_dirs, src, tmp_path, capsys):
+    base = ["--data-dir", tmp_path / "data", "--model", tiny_model_dirs["qwen2_vl"]]
+    for n in range(4):
+        (src / f"note{n}.txt").write_text(f"Notes {n} about the garden pond, the pump and the lilies. " * 3)
+    assert run(capsys, *base, "add", src, "-q")[0] == 0
+    code, out, _ = run(capsys, *base, "check", "--json", "-q")  # nothing stored yet: measured now
+    stored = json.loads(out)
+    assert code == 0 and stored["size"] == 8 and stored["model_id"] == str(tiny_model_dirs["qwen2_vl"])
+    assert len(stored["queries"]) + stored["rejected"] == 8  # one test query written per sampled item
+    code, out, _ = run(capsys, *base, "check")  # shown from the index, not measured again
+    assert code == 0 and out.startswith("self-check of ") and "\n- " in out
+    from freeret_rag.library import Library
+    from freeret_rag.selfcheck import SelfCheck
+
+    kept = Library(None, tmp_path / "data").store.get_note("self_check")
+    assert SelfCheck.from_json(kept).measured_at == stored["measured_at"]
