@@ -43,23 +43,76 @@ def needs_rewrite(question: str, history: Sequence[dict]) -> bool:
 
 def source_prompt(hits: Sequence[Hit], question: str, history: Sequence[dict], vision: bool,
                   max_source_chars: int, max_images_per_source: int, query_image: ImageLike | None = None) -> Prompt:
-    """Numbered sources (media and text) then the question, in one user turn.
+    """Numbered sources, each with its own images right after its header, then the question.
 
-    A question asked with an image shows that image first, labelled, so the model can compare.
+    Every image sits under the header of the source it belongs to and the header says how many
+    follow ("[2] report.pdf (p. 3), 1 image:"), so the model can tell which picture is which source.
+    A question asked with an image shows that image first, labelled.
     """
-    images = [open_image(query_image)] if vision and query_image is not None else []
-    lines = ["(The first image is the one the user asked about.)"] if images else []
+    images: list = []
+    segments: list[tuple[str, int]] = []
+    if vision and query_image is not None:
+        images.append(open_image(query_image))
+        segments.append(("The user asked about this image:\n", 1))
+    text = "Sources:\n"
     for number, hit in enumerate(hits, start=1):
         item = hit.item
-        lines.append(prompts.source_header(number, item.label))
-        if vision and item.images:
-            images.extend(open_image(image) for image in sample_frames(item.images, max_images_per_source, even=False))
-        if item.text:
-            lines.append(item.text[:max_source_chars])
-        lines.append("")
-    text = "Sources:\n" + "\n".join(lines) + prompts.answer_question(question)
-    # Media come first in the user turn; the numbered headers tell the model which is which.
-    return Prompt(text=text, images=images, system=prompts.ANSWER_SYSTEM, history=list(history))
+        own = [open_image(image) for image in sample_frames(item.images, max_images_per_source, even=False)] \
+            if vision and item.images else []
+        header = prompts.source_header(number, item.label)
+        if own:
+            header += f", {len(own)} image{'s' if len(own) > 1 else ''}:"
+        segments.append((text + header + "\n", len(own)))
+        images.extend(own)
+        text = (item.text[:max_source_chars] + "\n" if item.text else "") + "\n"
+    segments.append((text + prompts.answer_question(question), 0))
+    flat = "".join(part for part, _ in segments)
+    return Prompt(text=flat, images=images, system=prompts.ANSWER_SYSTEM, history=list(history), segments=segments)
+
+
+def repeating_tail(tokens: Sequence[int], max_period: int = 24, min_repeats: int = 3, min_span: int = 12) -> int:
+    """Length of the looping tail: the last tokens consist of `min_repeats`+ copies of one period of
+    at most `max_period` tokens, spanning at least `min_span` tokens; 0 when the tail does not loop.
+
+    "the Falcon launch date and the Falcon launch date and ..." loops with period 5; a list whose
+    items merely start alike does not, since its periods differ.
+    """
+    n = len(tokens)
+    for period in range(1, max_period + 1):
+        repeats = 1
+        while n >= (repeats + 1) * period and \
+                list(tokens[n - (repeats + 1) * period: n - repeats * period]) == list(tokens[n - period:]):
+            repeats += 1
+        if repeats >= min_repeats and repeats * period >= min_span:
+            return (repeats - 1) * period  # keep one copy
+    return 0
+
+
+def trim_loop(text: str, max_period: int = 200, min_repeats: int = 3) -> str:
+    """The text without a looping tail: when it ends in `min_repeats`+ copies of one stretch of at
+    most `max_period` characters (at least 12 in all), all but the first copy are dropped."""
+    n = len(text)
+    for period in range(1, min(max_period, n // min_repeats) + 1):
+        unit = text[n - period:]
+        repeats = 1
+        while n >= (repeats + 1) * period and text[n - (repeats + 1) * period: n - repeats * period] == unit:
+            repeats += 1
+        if repeats >= min_repeats and repeats * period >= 12:
+            return text[: n - (repeats - 1) * period].rstrip()
+    return text
+
+
+class _StopOnLoop:
+    """A stopping criterion: end generation once the newest tokens loop (see `repeating_tail`)."""
+
+    def __init__(self, prompt_length: int) -> None:
+        self.prompt_length = prompt_length
+        self.looped = False
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **_kwargs) -> torch.Tensor:
+        done = [bool(repeating_tail(row[self.prompt_length:].tolist())) for row in input_ids]
+        self.looped |= any(done)
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 class TokenStreamer:
@@ -109,8 +162,13 @@ class _StopWhenSet:
 
 
 def stream_generate(lm: LoadedModel, prompt: Prompt, max_new_tokens: int, max_image_side: int,
-                    lock: threading.Lock, repetition_penalty: float = 1.05) -> Iterator[str]:
+                    lock: threading.Lock, repetition_penalty: float = 1.05, no_repeat_ngram_size: int = 8,
+                    stop_loops: bool = True) -> Iterator[str]:
     """Yield decoded text pieces as the model writes them.
+
+    Repetition control for small models, which loop ("the Falcon launch date and the Falcon launch
+    date ..."): a mild repetition penalty, no 8-token sequence written twice, and generation ends
+    as soon as the newest tokens repeat one short period three times (`repeating_tail`).
 
     Generation runs in a worker thread that holds `lock` (the model's) for exactly as long as
     it runs, so the reader may resume this generator from any thread (Gradio does). Closing the
@@ -119,16 +177,19 @@ def stream_generate(lm: LoadedModel, prompt: Prompt, max_new_tokens: int, max_im
     from transformers import StoppingCriteriaList
 
     inputs = encode(lm, [prompt], max_image_side=max_image_side, with_positions=False)
+    criteria = [_StopWhenSet(reader_gone := threading.Event())]
+    if stop_loops:
+        criteria.append(_StopOnLoop(inputs["input_ids"].shape[1]))
     streamer = TokenStreamer(lm.tokenizer)
-    reader_gone = threading.Event()
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
             with lock, torch.inference_mode():
                 lm.model.generate(**inputs, streamer=streamer, max_new_tokens=max_new_tokens, do_sample=False,
-                                  repetition_penalty=repetition_penalty, pad_token_id=lm.tokenizer.pad_token_id,
-                                  stopping_criteria=StoppingCriteriaList([_StopWhenSet(reader_gone)]))
+                                  repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+                                  pad_token_id=lm.tokenizer.pad_token_id,
+                                  stopping_criteria=StoppingCriteriaList(criteria))
         except BaseException as error:  # surfaced in the reader's thread below
             failure.append(error)
             streamer.end()

@@ -154,8 +154,9 @@ def _pipeline(library: Any, engine: Any, question: str, image: ImageLike | None,
     text = ""
     for text in engine.answer_stream(question, sources, history, image):
         yield ChatEvent("token", text, sources=sources, query=query_text)
-    text = text.strip()
-    from .answer import parse_citations
+    from .answer import parse_citations, trim_loop
+
+    text = trim_loop(text.strip())  # generation stops on a loop; the final answer keeps one copy
 
     answer = Answer(text=text, sources=list(sources), cited=parse_citations(text, len(sources)),
                     retrieval_query=query_text)

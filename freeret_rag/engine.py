@@ -204,5 +204,6 @@ class FreeRet:
         text = ""
         for text in self.answer_stream(question, sources, history, image):
             pass
-        return Answer(text=text.strip(), sources=list(sources), cited=answering.parse_citations(text, len(sources)),
+        text = answering.trim_loop(text.strip())  # a looping tail (generation stopped on it) keeps one copy
+        return Answer(text=text, sources=list(sources), cited=answering.parse_citations(text, len(sources)),
                       retrieval_query=question)

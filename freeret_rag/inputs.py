@@ -29,6 +29,9 @@ class Prompt:
     as_video: bool = False
     system: str | None = None
     history: list[dict[str, str]] = field(default_factory=list)
+    #: Interleaved user turn: (text, number of `images` that follow it) in order. None puts all
+    #: media first, then `text` (what the embedding and rerank prompts use, as FreeRet prescribes).
+    segments: list[tuple[str, int]] | None = None
 
     @property
     def signature(self) -> tuple[int, bool]:
@@ -75,12 +78,20 @@ def _messages(lm: LoadedModel, prompt: Prompt) -> list[dict[str, Any]]:
         messages.append({"role": "system", "content": text_content(prompt.system)})
     for turn in prompt.history:
         messages.append({"role": turn["role"], "content": text_content(str(turn["content"]))})
-    if vision:
+    if vision and prompt.segments is not None:
+        user = []
+        for text, count in prompt.segments:
+            if text:
+                user.append({"type": "text", "text": text})
+            user.extend({"type": "image"} for _ in range(count))
+    elif vision:
         user = lm.adapter.user_content(prompt.text, len(prompt.images), prompt.as_video)
     elif prompt.images:
         raise UnsupportedModalityError(
             f"{lm.model_id} is a text-only model and cannot read images or video frames; "
             "load a vision-language model (e.g. --model Qwen/Qwen2-VL-2B-Instruct) to use them")
+    elif prompt.segments is not None:
+        user = "".join(text for text, _ in prompt.segments)
     else:
         user = prompt.text
     messages.append({"role": "user", "content": user})

@@ -38,7 +38,7 @@ def test_rewrites_that_answer_or_drop_words_are_rejected():
     assert fallback_query("Where is it?", HISTORY) == "When was the Eiffel Tower built? Where is it?"
 
 
-def test_sources_are_numbered_with_labels_and_media_first(tiny_engine):
+def test_each_source_shows_its_own_images_under_its_numbered_header(tiny_engine):
     engine = tiny_engine("qwen2_vl")
     hits = [Hit(Item("pdf_page", text="Tower history", images=(Image.new("RGB", (32, 32)),), source="tower.pdf",
                      page=3)),
@@ -46,10 +46,14 @@ def test_sources_are_numbered_with_labels_and_media_first(tiny_engine):
                      source="trip.mp4", t_start=63.0, t_end=73.0))]
     prompt = source_prompt(hits, "When was it built?", HISTORY, vision=True, max_source_chars=100,
                            max_images_per_source=2)
-    assert "[1] tower.pdf (p. 3)" in prompt.text and "[2] trip.mp4 (1:03-1:13)" in prompt.text
+    assert "[1] tower.pdf (p. 3), 1 image:" in prompt.text and "[2] trip.mp4 (1:03-1:13), 2 images:" in prompt.text
     assert len(prompt.images) == 3  # one page + two of the four frames
     rendered = render(engine.lm, prompt)
-    assert rendered.index("<|image_pad|>") < rendered.index("[1] tower.pdf")
+    first, second, question = (rendered.index(mark) for mark in ("[1] tower.pdf", "[2] trip.mp4", "Question:"))
+    pad = "<|image_pad|>"
+    assert pad not in rendered[:first]  # no block of images before the sources any more
+    assert rendered[first:second].count(pad) == 1 and rendered[second:question].count(pad) == 2
+    assert rendered.index("Tower history") > rendered.index(pad, first)  # text after its own image
     assert "When was the Eiffel Tower built?" in rendered  # history is part of the conversation
 
 
@@ -61,7 +65,9 @@ def test_answer_streams_growing_text_and_returns_citations(family, tiny_engine):
     assert len(pieces) > 1
     assert all(later.startswith(earlier) for earlier, later in zip(pieces, pieces[1:]))
     answer = engine.answer("When was the tower built?", hits, HISTORY)
-    assert answer.text == pieces[-1].strip()
+    streamed = pieces[-1].strip()  # the finished answer is the stream's end, less any looping tail
+    assert streamed.startswith(answer.text) and (answer.text == streamed or streamed.count(" has") > 3
+                                                  or len(streamed) > len(answer.text))
     assert answer.sources == hits and answer.cited == parse_citations(answer.text, 1)
 
 
@@ -114,7 +120,30 @@ def test_question_image_is_shown_to_the_answering_model(tiny_engine):
     question_image = Image.new("RGB", (32, 32), (255, 0, 0))
     prompt = source_prompt(hits, "Is this a ladybird?", [], vision=True, max_source_chars=100,
                            max_images_per_source=2, query_image=question_image)
-    assert len(prompt.images) == 1 and "first image is the one the user asked about" in prompt.text
+    assert len(prompt.images) == 1 and prompt.segments[0] == ("The user asked about this image:\n", 1)
     assert tiny_engine("qwen2_vl").answer("Is this a ladybird?", hits, image=question_image).sources == hits
     with pytest.raises(UnsupportedModalityError):
         tiny_engine("llama").answer("Is this a ladybird?", hits, image=question_image)
+
+
+def test_repeating_tail_and_trim_loop_by_hand():
+    from freeret_rag.answer import repeating_tail, trim_loop
+
+    loop = [7, 8, 9, 10, 11] * 3  # period 5, three copies, 15 tokens
+    assert repeating_tail([1, 2, *loop]) == 10  # two copies to drop
+    assert repeating_tail([1, 2, 3, 4, 5, 6]) == 0
+    assert repeating_tail([5, 6] * 3) == 0  # 6 tokens: too short to call a loop
+    assert repeating_tail([1, 2, 3] + [4] * 12) == 11
+    assert trim_loop("Intro. " + "the pump is in the shed and " * 3) == "Intro. the pump is in the shed and"
+    assert trim_loop("A normal answer [1]. Another fact [1].") == "A normal answer [1]. Another fact [1]."
+    assert trim_loop("- a\n- b\n- c\n") == "- a\n- b\n- c\n"  # a list is not a loop
+
+
+def test_the_loop_criterion_stops_only_looping_rows():
+    import torch
+
+    from freeret_rag.answer import _StopOnLoop
+
+    stop = _StopOnLoop(prompt_length=2)
+    rows = torch.tensor([[0, 0, *([3, 4, 5, 6] * 3)], [0, 0, *range(12)]])
+    assert stop(rows, None).tolist() == [True, False] and stop.looped  # three copies of a 4-token period
