@@ -151,3 +151,32 @@ def test_smollm2_labels_in_its_own_template_and_in_smolvlm_s(smollm2_engine):
         probs = torch.softmax(smolvlm.model(**inputs).logits[0, -1].float(), -1)
     bare = probs[hand_ids(tokenizer, ("A", "B"))].sum().item()
     assert probs[spaced].sum().item() > 10 * bare, (probs[spaced], bare)
+
+
+class MergingTokenizer:
+    """Greedy longest-match tokenizer in which a newline merges with the letter after it."""
+
+    vocab = {"x": 0, "\n": 1, "A": 2, "\nA": 3, "B": 4, "\nB": 5}
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        ids = []
+        while text:
+            piece = max((p for p in self.vocab if text.startswith(p)), key=len)
+            ids.append(self.vocab[piece])
+            text = text[len(piece):]
+        return {"input_ids": ids}
+
+    def decode(self, ids: list[int]) -> str:
+        names = {i: p for p, i in self.vocab.items()}
+        return "".join(names[i] for i in ids)
+
+
+def test_a_prompt_whose_last_token_would_merge_with_the_label_still_gets_the_bare_letter():
+    """The model reads the prompt's own tokens ("x", "\\n") and then writes "A", not "\\nA"."""
+    from freeret_rag.rerank import _first_reply_token
+
+    tokenizer = MergingTokenizer()
+    assert tokenizer("x\nA")["input_ids"] == [0, 3]  # the merge this test is about
+    assert _first_reply_token(tokenizer, "x\n", "A") == 2
+    assert _first_reply_token(tokenizer, "x\n", "B") == 4
+    assert _first_reply_token(tokenizer, "x", "A") == 2
