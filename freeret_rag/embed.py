@@ -59,12 +59,11 @@ def attention_output_at_last_position(lm: LoadedModel, inputs: dict[str, torch.T
     return captured[0]
 
 
-def final_hidden_state(lm: LoadedModel, inputs: dict[str, torch.Tensor], point: EmbedPoint) -> torch.Tensor:
+def pool_final_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, point: EmbedPoint) -> torch.Tensor:
     """Ablation baselines: last position or masked mean of the final (normed) hidden states."""
-    hidden = lm.adapter.base_model(lm.model)(**inputs, use_cache=False).last_hidden_state
     if point == "final":
         return hidden[:, -1, :]
-    mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
@@ -137,14 +136,13 @@ def _run(lm: LoadedModel, prompts: Sequence[Prompt], point: EmbedPoint, batch_si
         inputs = encode(lm, chunk, max_image_side=max_image_side)
         if point == "attn":
             vectors = attention_output_at_last_position(lm, inputs)
-        else:
-            vectors = final_hidden_state(lm, inputs, point)
-        if words_k is not None:
-            if point == "attn":
-                logits = next_token_logits(lm, vectors)
-            else:  # the baselines ran the whole model: take the LM head of its last position
-                last = lm.adapter.base_model(lm.model)(**inputs, use_cache=False).last_hidden_state[:, -1]
-                logits = lm.adapter.cap_logits(lm.model, lm.model.get_output_embeddings()(last)).float()
+            logits = next_token_logits(lm, vectors) if words_k is not None else None
+        else:  # the baselines run the whole decoder; words come from the LM head at its last position
+            hidden = lm.adapter.base_model(lm.model)(**inputs, use_cache=False).last_hidden_state
+            vectors = pool_final_hidden_states(hidden, inputs["attention_mask"], point)
+            logits = (lm.adapter.cap_logits(lm.model, lm.model.get_output_embeddings()(hidden[:, -1])).float()
+                      if words_k is not None else None)
+        if logits is not None:
             for index, row in zip(indices, words_from_logits(lm.tokenizer, logits, words_k)):
                 words[index] = row
         out[indices] = torch.nn.functional.normalize(vectors.float(), dim=-1).cpu().numpy()

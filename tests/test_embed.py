@@ -291,3 +291,16 @@ def test_engine_embed_with_words_matches_embed(tiny_engine):
     assert len(words) == len(items) and all(len(row) == 5 for row in words)
     with pytest.raises(ValueError, match="top_words"):
         engine.embed_with_words(items, top_words=0)
+
+
+def test_words_of_an_ablation_point_come_from_the_full_model(tiny_model_dirs):
+    from freeret_rag import FreeRet
+
+    engine = FreeRet.from_pretrained(tiny_model_dirs["olmo2"], dtype="float32", embed_point="mean")
+    item = sample_items(False)[0]
+    vectors, (row,) = engine.embed_with_words([item], top_words=8)
+    np.testing.assert_allclose(vectors, engine.embed([item]), atol=1e-6)
+    with torch.no_grad():
+        logits = engine.lm.model(**encode(engine.lm, [engine._item_prompt(item)])).logits[0, -1]
+    expected = words_by_brute_force(engine.lm.tokenizer, logits, 20)
+    np.testing.assert_allclose([p for _, p in row], list(expected.values())[:8], rtol=1e-4)
