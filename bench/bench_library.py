@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(REPO))
 
 from freeret_rag.items import Item  # noqa: E402
 from freeret_rag.store import Store, connect  # noqa: E402
@@ -153,7 +153,7 @@ def main() -> None:
         if not args.skip_ingest:
             model = args.model
             if model is None:
-                from tiny_models import build_tiny_model
+                from freeret_rag.devtools.tiny_models import build_tiny_model
 
                 model = str(build_tiny_model("qwen2_vl", work / "tiny-qwen2_vl"))
             bench_ingestion(model, args.samples, work)

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import answer as answering
 from . import prompts
-from .embed import EmbedPoint, embed_prompts
+from .embed import EmbedPoint, Words, embed_prompts, embed_prompts_with_words
 from .errors import UnsupportedModalityError
 from .inputs import Prompt
 from .items import Answer, Hit, ImageLike, Item, Query, open_image
@@ -125,6 +125,26 @@ class FreeRet:
         with self._lock:
             return embed_prompts(self.lm, [self._query_prompt(query)], self.settings.embed_point, 1,
                                  self.settings.max_image_side)[0]
+
+    def embed_with_words(self, items: Sequence[Item], batch_size: int | None = None,
+                         top_words: int = 24) -> tuple[np.ndarray, list[Words]]:
+        """The vectors of `embed` and, per item, the model's own next words at the read-out point.
+
+        Words are (word, probability) pairs, most probable first (see
+        `embed.embed_prompts_with_words`); the vectors equal `embed(items)`.
+        """
+        prompts_ = [self._item_prompt(item) for item in items]
+        with self._lock:
+            return embed_prompts_with_words(self.lm, prompts_, self.settings.embed_point,
+                                            batch_size or self.settings.batch_size, self.settings.max_image_side,
+                                            top_words)
+
+    def embed_query_with_words(self, query: Query | str, top_words: int = 24) -> tuple[np.ndarray, Words]:
+        """`embed_query(query)` and the query's own top words, from one forward pass."""
+        with self._lock:
+            vectors, words = embed_prompts_with_words(self.lm, [self._query_prompt(query)], self.settings.embed_point,
+                                                      1, self.settings.max_image_side, top_words)
+        return vectors[0], words[0]
 
     # -- Stage 2 -------------------------------------------------------------------------------
     def _rerank_prompt(self, query: Query, item: Item, swap: bool) -> Prompt:

@@ -104,6 +104,14 @@ def render(lm: LoadedModel, prompt: Prompt) -> str:
     return templater.apply_chat_template(_messages(lm, prompt), add_generation_prompt=True, tokenize=False)
 
 
+def render_reply(lm: LoadedModel, prompt: Prompt, reply: str) -> str:
+    """The prompt followed by `reply` as a finished assistant turn, as the template writes it."""
+    templater = lm.processor if lm.processor is not None else lm.tokenizer
+    content: Any = [{"type": "text", "text": reply}] if lm.processor is not None else reply
+    messages = [*_messages(lm, prompt), {"role": "assistant", "content": content}]
+    return templater.apply_chat_template(messages, add_generation_prompt=False, tokenize=False)
+
+
 def encode(lm: LoadedModel, prompts: Sequence[Prompt], max_image_side: int = 1024,
            with_positions: bool = True) -> dict[str, torch.Tensor]:
     """Encode prompts of one media signature into one left-padded batch on the model's device.

@@ -147,3 +147,15 @@ def test_the_loop_criterion_stops_only_looping_rows():
     stop = _StopOnLoop(prompt_length=2)
     rows = torch.tensor([[0, 0, *([3, 4, 5, 6] * 3)], [0, 0, *range(12)]])
     assert stop(rows, None).tolist() == [True, False] and stop.looped  # three copies of a 4-token period
+
+
+def test_answer_keeps_the_sources_in_the_order_given(tiny_model_dirs):
+    """[n] cites sources[n - 1]: Answer.sources must be exactly the list given, in that order."""
+    from freeret_rag import FreeRet
+
+    hits = [Hit(Item("text", text=f"Fact number {n}.", source=f"source{n}.txt", chunk=0, item_id=f"s{n}"))
+            for n in (3, 1, 2)]
+    engine = FreeRet.from_pretrained(tiny_model_dirs["llama"], dtype="float32", max_new_tokens=8)
+    answer = engine.answer("Which facts are there?", hits)
+    assert [hit.item.item_id for hit in answer.sources] == ["s3", "s1", "s2"]
+    assert all(0 < n <= 3 for n in answer.cited)

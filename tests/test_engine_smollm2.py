@@ -46,3 +46,11 @@ def test_answers_coherently_with_a_citation(smollm2_engine):
     answer = smollm2_engine.answer("When was the Eiffel Tower completed?", sources)
     assert "1889" in answer.text
     assert answer.cited and answer.cited[0] == 1, answer.text
+
+
+def test_query_words_come_with_the_same_vector(smollm2_engine):
+    vector, words = smollm2_engine.embed_query_with_words("When was the Eiffel Tower built?", top_words=10)
+    np.testing.assert_allclose(vector, smollm2_engine.embed_query("When was the Eiffel Tower built?"), atol=1e-5)
+    probabilities = [p for _, p in words]
+    assert len(words) == 10 and probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1
+    assert all(word == word.lower() and (word.isalpha() or word.isdecimal()) for word, _ in words)

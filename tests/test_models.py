@@ -16,7 +16,10 @@ from freeret_rag.models.loading import _cpu_supports_bf16
     ("idefics3", "idefics3", {"text", "image", "video"}),
     ("smolvlm", "smolvlm", {"text", "image", "video"}),
     ("llava", "llava", {"text", "image", "video"}),
+    ("gemma3", "gemma3", {"text", "image", "video"}),
     ("llama", "llama", {"text"}),
+    ("gemma3_text", "gemma3_text", {"text"}),
+    ("olmo2", "olmo2", {"text"}),
 ])
 def test_every_family_loads_from_a_folder_with_its_adapter(family, model_type, caps, tiny_model_dirs):
     engine = FreeRet.from_pretrained(tiny_model_dirs[family], device="cpu", dtype="float32")
@@ -26,8 +29,10 @@ def test_every_family_loads_from_a_folder_with_its_adapter(family, model_type, c
     assert engine.lm.dtype == torch.float32 and engine.lm.device.type == "cpu"
 
 
-def test_unknown_families_fall_back_to_the_generic_adapter():
-    assert adapter_for("mistral").name == "generic"
+def test_unknown_families_are_refused_not_guessed():
+    assert adapter_for("mistral").name == "mistral"
+    with pytest.raises(ModelLoadError, match="'falcon' is not supported"):
+        adapter_for("falcon")
 
 
 def test_missing_hub_model_offline_says_how_to_point_at_a_local_model():

@@ -10,16 +10,17 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 
-from tiny_models import TINY_FAMILIES, VLM_FAMILIES, build_tiny_model  # noqa: E402
+from tiny_models import TEXT_FAMILIES, TINY_FAMILIES, VLM_FAMILIES, build_tiny_model  # noqa: E402
 
 USER_IMAGE = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Is this a flower? A or B?"}]}]
 EXPECTED_MODEL = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
                   "idefics3": "Idefics3ForConditionalGeneration", "smolvlm": "SmolVLMForConditionalGeneration",
-                  "llava": "LlavaForConditionalGeneration", "llama": "LlamaForCausalLM"}
+                  "llava": "LlavaForConditionalGeneration", "gemma3": "Gemma3ForConditionalGeneration",
+                  "llama": "LlamaForCausalLM", "gemma3_text": "Gemma3ForCausalLM", "olmo2": "Olmo2ForCausalLM"}
 
 
 def load(path, family):
-    if family == "llama":
+    if family in TEXT_FAMILIES:
         return (transformers.AutoTokenizer.from_pretrained(path),
                 transformers.AutoModelForCausalLM.from_pretrained(path).eval())
     return (transformers.AutoProcessor.from_pretrained(path),
@@ -31,7 +32,7 @@ def photo(size=(120, 90)):
 
 
 def inputs_for(family, proc, images=None):
-    if family == "llama":
+    if family in TEXT_FAMILIES:
         text = proc.apply_chat_template([{"role": "user", "content": "Is this a flower?"}], tokenize=False,
                                         add_generation_prompt=True)
         return proc(text, return_tensors="pt")
@@ -44,6 +45,8 @@ def expected_image_tokens(family, proc, model, batch):
         return int(batch["image_grid_thw"].prod(-1).sum()) // proc.image_processor.merge_size ** 2
     if family in ("idefics3", "smolvlm"):
         return proc.image_seq_len * batch["pixel_values"].shape[1]  # tokens per tile x tiles
+    if family == "gemma3":
+        return model.config.mm_tokens_per_image  # patches average-pooled to a fixed count
     return model.config.image_seq_length  # llava: (image_size / patch)^2, CLS dropped
 
 
@@ -52,15 +55,16 @@ def test_reload_chat_template_and_forward(family, tiny_model_dirs):
     proc, model = load(tiny_model_dirs[family], family)
     assert type(model).__name__ == EXPECTED_MODEL[family]
     batch = inputs_for(family, proc)
-    prompt = (proc if family == "llama" else proc.tokenizer).decode(batch["input_ids"][0])
-    assert prompt.rstrip().endswith(("assistant", "Assistant:", "ASSISTANT:"))
+    prompt = (proc if family in TEXT_FAMILIES else proc.tokenizer).decode(batch["input_ids"][0])
+    assert prompt.rstrip().endswith(("assistant", "Assistant:", "ASSISTANT:", "<start_of_turn>model", "<|assistant|>"))
     with torch.no_grad():
         logits = model(**batch).logits
     vocab = model.config.get_text_config().vocab_size
     assert logits.shape == (1, batch["input_ids"].shape[1], vocab)
     assert torch.isfinite(logits).all()
     if family in VLM_FAMILIES:
-        n = int((batch["input_ids"] == model.config.image_token_id).sum())
+        image_token_id = getattr(model.config, "image_token_id", None) or model.config.image_token_index
+        n = int((batch["input_ids"] == image_token_id).sum())
         assert n == expected_image_tokens(family, proc, model, batch)
         if family.startswith("qwen"):
             assert 4 <= n <= 64
@@ -97,7 +101,7 @@ def test_greedy_generate(family, tiny_model_dirs):
     assert out.shape[0] == 1 and batch["input_ids"].shape[1] < out.shape[1] <= batch["input_ids"].shape[1] + 4
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "llava"])
+@pytest.mark.parametrize("family", VLM_FAMILIES)
 def test_left_padded_batch_of_two_images(family, tiny_model_dirs):
     proc, model = load(tiny_model_dirs[family], family)
     proc.tokenizer.padding_side = "left"
@@ -138,6 +142,19 @@ def test_build_and_load_are_fast(family, tmp_path):
     size = sum(f.stat().st_size for f in path.iterdir())
     print(f"\n{family}: build {t1 - t0:.3f}s load {t2 - t1:.3f}s size {size / 1e6:.2f} MB")
     assert t2 - t0 < 30 and size < 5e6
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_every_norm_has_random_weights(family, tiny_model_dirs):
+    """Constant norm weights would hide a read-out on the wrong side of a norm."""
+    _, model = load(tiny_model_dirs[family], family)
+    norms = [(name, module) for name, module in model.named_modules()
+             if type(module).__name__.endswith(("RMSNorm", "LayerNorm")) and getattr(module, "weight", None) is not None]
+    assert norms
+    for name, module in norms:
+        weight = module.weight.detach()
+        scale = 1 + weight if type(module).__name__.startswith("Gemma") else weight  # Gemma scales by 1 + w
+        assert weight.std() > 0.1 and 0.5 <= scale.min() and scale.max() <= 1.5, name
 
 
 def test_unknown_family_is_rejected(tmp_path):

@@ -1,28 +1,97 @@
 """The one place that knows how model families differ.
 
 Everything else in the engine is generic: it builds chat messages, runs the processor and reads
-hidden states through a `FamilyAdapter`. Adding a family means adding one entry to `ADAPTERS`
-(or nothing at all, when the defaults fit: a Llama-style decoder reached through
-`model.get_decoder().layers`, a post-attention norm named `post_attention_layernorm`, video given
-as a list of frames).
+hidden states through a `FamilyAdapter`. Two things differ between families:
+
+- how media go in (video as native clips or as frames, nested image lists, positions), and
+- the decoder layer's layout, which decides where h_attn_L -- the residual stream after the
+  last layer's attention block, before its MLP -- can be read (see `LayerLayout`).
+
+Only listed families are loaded. A family that wraps a separately configured language model
+(LLaVA, Idefics3, SmolVLM) takes the layout of that model's type (`config.text_config`). An
+unlisted type is refused with the layouts that are supported, never guessed: reading the wrong
+side of a norm gives a vector that looks fine and retrieves badly. Adding a family means adding
+one entry to `ADAPTERS`, after reading its decoder layer's `forward`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from PIL import Image
 from torch import nn
 
+from ..errors import ModelLoadError
+
 VideoMode = Literal["native", "frames"]
+
+
+@dataclass(frozen=True)
+class LayerLayout:
+    """Where h_attn_L lives in one decoder layer, and how the rest of that layer goes on from it.
+
+    - `read_at`: the submodule whose *input* is h_attn_L (captured by a forward pre-hook).
+    - `required` / `absent`: submodules the layer must have / must not have, checked on the
+      loaded model so that a layer of another shape is refused instead of misread.
+    - `tail`: the rest of the layer from h_attn_L (the MLP block with its residual add).
+    """
+
+    name: str
+    read_at: str
+    required: tuple[str, ...]
+    absent: tuple[str, ...]
+    tail: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    description: str
+
+
+def _pre_norm_tail(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    return h + layer.mlp(layer.post_attention_layernorm(h))
+
+
+def _gemma_tail(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    return h + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(h)))
+
+
+def _olmo2_tail(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    return h + layer.post_feedforward_layernorm(layer.mlp(h))
+
+
+# Read from transformers 5.24's decoder layers (`inspect.getsource(<Family>DecoderLayer.forward)`).
+PRE_NORM = LayerLayout(
+    name="pre-norm", read_at="post_attention_layernorm",
+    required=("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"),
+    absent=("pre_feedforward_layernorm", "post_feedforward_layernorm"), tail=_pre_norm_tail,
+    description="h = x + attn(input_norm(x)); out = h + mlp(post_attention_norm(h)) "
+                "(Llama, Mistral, Qwen2/3, Qwen2-VL): h_attn_L is the input of post_attention_layernorm")
+GEMMA_POST_NORM = LayerLayout(
+    name="post-norm-gemma", read_at="pre_feedforward_layernorm",
+    required=("input_layernorm", "self_attn", "post_attention_layernorm", "pre_feedforward_layernorm", "mlp",
+              "post_feedforward_layernorm"),
+    absent=(), tail=_gemma_tail,
+    description="h = x + post_attention_norm(attn(input_norm(x))); "
+                "out = h + post_feedforward_norm(mlp(pre_feedforward_norm(h))) (Gemma 2, Gemma 3): "
+                "h_attn_L is the input of pre_feedforward_layernorm")
+OLMO2_POST_NORM = LayerLayout(
+    name="post-norm-olmo2", read_at="mlp",
+    required=("self_attn", "post_attention_layernorm", "mlp", "post_feedforward_layernorm"),
+    absent=("input_layernorm", "pre_feedforward_layernorm"), tail=_olmo2_tail,
+    description="h = x + post_attention_norm(attn(x)); out = h + post_feedforward_norm(mlp(h)) (OLMo 2): "
+                "h_attn_L is the input of mlp")
+LAYOUTS: tuple[LayerLayout, ...] = (PRE_NORM, GEMMA_POST_NORM, OLMO2_POST_NORM)
+
+
+def supported_layouts() -> str:
+    return "; ".join(f"{layout.name}: {layout.description}" for layout in LAYOUTS)
 
 
 @dataclass(frozen=True)
 class FamilyAdapter:
     """How one model family lays out its layers, takes media and positions padded batches.
 
+    - `layout`: the decoder layer's `LayerLayout`; None for wrappers whose language model is
+      configured separately (LLaVA, Idefics3): theirs is that model type's layout.
     - `video_mode`: "native" passes frames to the processor as a video (Qwen2-VL's temporal
       patches); "frames" passes them as separate images, which any multi-image model accepts.
     - `positions_from_mask`: give explicit position ids counted from the attention mask, as
@@ -30,17 +99,18 @@ class FamilyAdapter:
       attention is shift-invariant, so for RoPE decoders this only keeps parity with generation;
       decoders with learned absolute positions need it for batch and single results to agree.
       Qwen's M-RoPE derives positions from the attention mask itself.
-    - `nested_images`: processors that want one list of images per sample (Idefics3).
+    - `nested_images`: processors that want one list of images per sample (Idefics3, Gemma 3).
     - `max_video_frames`: frames per video segment this family can afford in one prompt.
     """
 
     name: str
+    layout: LayerLayout | None = None
     video_mode: VideoMode = "frames"
     positions_from_mask: bool = True
     nested_images: bool = False
     max_video_frames: int = 4
-    post_attention_norm: str = "post_attention_layernorm"
 
+    # -- layers --------------------------------------------------------------------------------
     def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
         """The text decoder's layer list (vision towers have layers too; we want the LLM's)."""
         decoder = model.get_decoder()
@@ -49,17 +119,55 @@ class FamilyAdapter:
             raise TypeError(f"{type(model).__name__}: cannot find the text decoder's layers")
         return layers
 
-    def last_layer_attention_output_module(self, model: nn.Module) -> nn.Module:
-        """The module whose *input* is h_attn_L: the last layer's post-attention norm."""
-        return getattr(self.decoder_layers(model)[-1], self.post_attention_norm)
+    def layer_layout(self, model: nn.Module) -> LayerLayout:
+        """This model's decoder-layer layout, checked against its last layer's submodules.
 
-    def last_layer_mlp(self, model: nn.Module) -> nn.Module:
-        return self.decoder_layers(model)[-1].mlp
+        Raises ModelLoadError when the layout is unknown or the layer does not have its shape.
+        """
+        layout = self.layout
+        text_type = model.config.get_text_config().model_type
+        if layout is None:
+            backbone = ADAPTERS.get(text_type)
+            layout = backbone.layout if backbone is not None else None
+            if layout is None:
+                raise ModelLoadError(
+                    f"{self.name} model whose language model is of type {text_type!r}: its decoder layout is not "
+                    f"known, so the embedding read-out point cannot be placed. Supported layouts: "
+                    f"{supported_layouts()}. Supported language model types: {', '.join(_text_types())}")
+        layer = self.decoder_layers(model)[-1]
+        missing = [name for name in layout.required if not isinstance(getattr(layer, name, None), nn.Module)]
+        unexpected = [name for name in layout.absent if getattr(layer, name, None) is not None]
+        if missing or unexpected:
+            raise ModelLoadError(
+                f"{self.name} ({text_type}): the decoder layer {type(layer).__name__} does not have the "
+                f"{layout.name} shape (missing {missing or 'nothing'}, unexpected {unexpected or 'nothing'}); "
+                f"refusing to guess where h_attn_L is. Supported layouts: {supported_layouts()}")
+        return layout
+
+    def read_out_module(self, model: nn.Module) -> nn.Module:
+        """The last layer's submodule whose *input* is h_attn_L."""
+        return getattr(self.decoder_layers(model)[-1], self.layer_layout(model).read_at)
+
+    def finish_last_layer(self, model: nn.Module, h_attn: torch.Tensor) -> torch.Tensor:
+        """The last decoder layer's output from h_attn_L (any leading shape): its MLP block."""
+        return self.layer_layout(model).tail(self.decoder_layers(model)[-1], h_attn)
+
+    def final_norm(self, model: nn.Module) -> nn.Module:
+        norm = getattr(model.get_decoder(), "norm", None)
+        if not isinstance(norm, nn.Module):
+            raise TypeError(f"{type(model).__name__}: cannot find the text decoder's final norm")
+        return norm
+
+    def cap_logits(self, model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+        """Apply the final logit softcap where the model's own forward does (Gemma 2, Gemma 3 text)."""
+        cap = getattr(model.config, "final_logit_softcapping", None)
+        return logits if cap is None else torch.tanh(logits / cap) * cap
 
     def base_model(self, model: nn.Module) -> nn.Module:
         """The model without its LM head: returns final-normed hidden states, no logits."""
         return model.base_model
 
+    # -- media ---------------------------------------------------------------------------------
     def user_content(self, text: str, num_images: int, as_video: bool) -> list[dict[str, Any]]:
         """Chat content for one user turn: media first (as FreeRet prescribes), then text."""
         if as_video and self.video_mode == "native":
@@ -83,18 +191,38 @@ class FamilyAdapter:
         return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-GENERIC = FamilyAdapter(name="generic")
-
-# config.model_type -> adapter. Families not listed use GENERIC.
+# config.model_type -> adapter. Types not listed are refused (see `adapter_for`).
 ADAPTERS: dict[str, FamilyAdapter] = {
-    "qwen2_vl": FamilyAdapter(name="qwen2_vl", video_mode="native", positions_from_mask=False, max_video_frames=8),
-    "qwen2_5_vl": FamilyAdapter(name="qwen2_5_vl", video_mode="native", positions_from_mask=False, max_video_frames=8),
+    # vision-language models
+    "qwen2_vl": FamilyAdapter(name="qwen2_vl", layout=PRE_NORM, video_mode="native", positions_from_mask=False,
+                              max_video_frames=8),
+    "qwen2_5_vl": FamilyAdapter(name="qwen2_5_vl", layout=PRE_NORM, video_mode="native", positions_from_mask=False,
+                                max_video_frames=8),
     "idefics3": FamilyAdapter(name="idefics3", nested_images=True, max_video_frames=4),
     "smolvlm": FamilyAdapter(name="smolvlm", nested_images=True, max_video_frames=4),
     "llava": FamilyAdapter(name="llava", max_video_frames=2),
-    "llama": FamilyAdapter(name="llama"),
+    "gemma3": FamilyAdapter(name="gemma3", layout=GEMMA_POST_NORM, nested_images=True, max_video_frames=4),
+    # text-only language models (also the language models inside LLaVA / Idefics3 / SmolVLM)
+    "llama": FamilyAdapter(name="llama", layout=PRE_NORM),
+    "mistral": FamilyAdapter(name="mistral", layout=PRE_NORM),
+    "qwen2": FamilyAdapter(name="qwen2", layout=PRE_NORM),
+    "qwen3": FamilyAdapter(name="qwen3", layout=PRE_NORM),
+    "gemma2": FamilyAdapter(name="gemma2", layout=GEMMA_POST_NORM),
+    "gemma3_text": FamilyAdapter(name="gemma3_text", layout=GEMMA_POST_NORM),
+    "olmo2": FamilyAdapter(name="olmo2", layout=OLMO2_POST_NORM),
 }
 
 
+def _text_types() -> list[str]:
+    return [name for name, adapter in ADAPTERS.items() if adapter.layout is not None]
+
+
 def adapter_for(model_type: str) -> FamilyAdapter:
-    return ADAPTERS.get(model_type, GENERIC)
+    """The adapter of `config.model_type`; ModelLoadError naming the type for unlisted families."""
+    try:
+        return ADAPTERS[model_type]
+    except KeyError:
+        raise ModelLoadError(
+            f"model type {model_type!r} is not supported: FreeRet reads embeddings from inside the decoder and "
+            f"only knows where they are for {', '.join(ADAPTERS)}. Supported layouts: {supported_layouts()}"
+        ) from None

@@ -116,6 +116,7 @@ def load_model(source: str | Path, device: str | None = None, dtype: str | None 
         location = source
     try:
         config = AutoConfig.from_pretrained(location, **source_kwargs)
+        adapter = adapter_for(config.model_type)  # refuses unsupported families before loading weights
         if _is_vision_language(config):
             processor = AutoProcessor.from_pretrained(location)
             tokenizer = processor.tokenizer
@@ -135,7 +136,7 @@ def load_model(source: str | Path, device: str | None = None, dtype: str | None 
     tokenizer.padding_side = "left"  # the read-out position is the last one for every row
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    adapter = adapter_for(config.model_type)
+    adapter.layer_layout(model)  # refuses a decoder layer whose read-out point is not known
     log.info("loaded %s (%s, adapter %s) on %s as %s", source, config.model_type, adapter.name, torch_device, torch_dtype)
     return LoadedModel(model=model, tokenizer=tokenizer, processor=processor, adapter=adapter, model_id=source,
                        device=torch_device, dtype=torch_dtype)

@@ -1,0 +1,9 @@
+"""Builders of small offline models for tests, benchmarks and demos (no network, no downloads).
+
+- `tiny_models.build_tiny_model(family, out_dir, seed)`: random, architecturally real models of
+  every supported family, under 1 MB each.
+- `smollm2_graft.build_fluent_vlm(out_dir, gguf_dir, gguf_file)`: the real SmolLM2-135M-Instruct
+  language model inside an Idefics3 shell, for fluent end-to-end runs.
+
+Importing this package imports neither torch nor transformers; the builders do, when called.
+"""
