@@ -36,7 +36,30 @@ log = logging.getLogger(__name__)
 # Kinds a text-only model can still embed from their text (a PDF page's text layer).
 TEXT_FALLBACK_KINDS: frozenset[str] = frozenset({"pdf_page"})
 CANNOT_SEE = "the loaded model cannot see images"
-QUERY_WORDS = 10  # the query's own model words searched in the words channel
+# The model's own words (PromptReps): the most probable next words at the read-out, function words
+# dropped (small models put most of their mass on "the", "when", ...).
+WORDS_ASKED = 64
+ITEM_WORDS = 24  # kept per item for its keyword channel
+QUERY_WORDS = 10  # the query's own words searched in that channel
+
+
+# English function words and chat fillers, left out of the words channel (beyond bm25s's 33).
+FUNCTION_WORDS = frozenset("""
+a about above after again against all also am an and any are as at be because been before being below between
+both but by can could did do does doing down during each either else ever few for from further had has have having
+he her here hers herself him himself his how however i if in into is it its itself just let like may me might more
+most much must my myself no nor not now of off on once one only or other ought our ours ourselves out over own
+per please quite rather really same shall she should so some such than that the their theirs them themselves then
+there these they this those through thus to too under until up upon us very via was we were what whatever when
+where whether which while who whom whose why will with within without would yes yet you your yours yourself
+yourselves okay sure well thing things something anything nothing word words output based answer query image
+page passage text video clip document
+""".split())
+
+
+def content_words(words: Sequence[tuple[str, float]], keep: int) -> tuple[str, ...]:
+    """The first `keep` words that are neither function words nor the prompts' own nouns, best first."""
+    return tuple(word for word, _ in words if word not in FUNCTION_WORDS)[:keep]
 
 
 def default_data_dir() -> Path:
@@ -339,8 +362,9 @@ class Library:
             nonlocal stored
             views = [view for _, view in batch]
             if self.use_words and hasattr(self.engine, "embed_with_words"):
-                vectors, words = self.engine.embed_with_words(views, batch_size=self.batch_size)
-                keep = [replace(item, words=tuple(word for word, _ in found)) for (item, _), found in zip(batch, words)]
+                vectors, words = self.engine.embed_with_words(views, batch_size=self.batch_size,
+                                                              top_words=WORDS_ASKED)
+                keep = [replace(item, words=content_words(found, ITEM_WORDS)) for (item, _), found in zip(batch, words)]
             else:
                 vectors, keep = self.engine.embed(views, batch_size=self.batch_size), [item for item, _ in batch]
             self.store.put(keep, vectors, fields)
@@ -519,8 +543,8 @@ class Library:
         """The query vector and (with the words channel on) the model's own top words for it."""
         engine = self._engine()
         if self.use_words and len(self.store.words) and hasattr(engine, "embed_query_with_words"):
-            vector, words = engine.embed_query_with_words(query)
-            return vector, [word for word, _ in words][:QUERY_WORDS]
+            vector, words = engine.embed_query_with_words(query, top_words=WORDS_ASKED)
+            return vector, list(content_words(words, QUERY_WORDS))
         return engine.embed_query(query), []
 
     def _channel_rankings(self, query: Query, depth: int) -> dict[str, list[str]]:
