@@ -381,12 +381,14 @@ def test_kill_during_ingestion_then_restart_is_consistent_and_resumes(tiny_model
     pdf_id = hashlib.sha256((src / PDF).read_bytes()).hexdigest()[:16]
     assert (data / "assets" / pdf_id).is_dir()  # the killed run had rendered pages
 
-    # Restart: the half-indexed PDF is gone (items and assets), the README survived; then it resumes.
+    # Restart: opening purges nothing, and the half-indexed PDF is invisible; the README survived.
+    # The first write (adding the README again) purges the dead writer's pending pages; then it resumes.
     out, err = start_child(tmp_path, *args).communicate(timeout=300)
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert lines, err[-3000:]
     before, *_, summary, after = lines
-    assert before == {"docs": {README: 2}, "rows": 2, "pending": 0, "hits": [README]}
+    assert before["docs"] == {README: 2} and before["hits"] == [README]
+    assert before["pending"] >= 8 and before["rows"] == 2 + before["pending"]  # at least one batch of pages
     assert summary == {"added": [PDF], "unchanged": [README]}
     assert after == {"docs": {README: 2, PDF: 17}, "rows": 19, "pending": 0, "hits": sorted([PDF, README])}
     assert (data / "assets" / pdf_id).is_dir()
