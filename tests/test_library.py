@@ -164,6 +164,67 @@ def test_delete_removes_exactly_one_document(engine, tmp_path):
     assert [doc.source for doc in library.add([src]).added] == ["LadyBird.jpg"]
 
 
+# -- a changed file replaces its older version (upsert by path) ---------------------------------
+def _pdf(path: Path, words: str) -> None:
+    doc = pymupdf.open()
+    for n in range(2):
+        doc.new_page().insert_text((72, 72), f"{words} page {n + 1}")
+    doc.save(path)
+
+
+def test_a_changed_file_replaces_its_older_version_only_once_the_new_one_is_in(tmp_path):
+    from fake_engine import FakeEngine
+
+    data, folder = tmp_path / "data", tmp_path / "in"
+    folder.mkdir()
+    report_txt, report_pdf = folder / "report.txt", folder / "report.pdf"
+    report_txt.write_text("The first draft mentions apples.\n")
+    _pdf(report_pdf, "budget draft one")
+    library = Library(FakeEngine(), data)
+    first = library.add([folder])
+    old = {doc.source: doc for doc in first.added}
+    assert set(old) == {"report.txt", "report.pdf"} and first.replaced == []
+    assert (data / "assets" / old["report.pdf"].doc_id).is_dir()
+
+    report_txt.write_text("The final version mentions oranges instead.\n")
+    _pdf(report_pdf, "budget final two")
+    events = []
+    second = library.add([folder], progress=events.append)
+    new = {doc.source: doc for doc in second.added}
+    assert {doc.doc_id for doc in second.replaced} == {old["report.txt"].doc_id, old["report.pdf"].doc_id}
+    assert "replaced older version of report.txt" in second.summary()
+    assert [e.message for e in events if e.stage == "added" and e.path == str(report_txt)] == [
+        "replaced older version of report.txt"]
+    rows = chroma_rows(library)
+    assert {meta["doc_id"] for meta in rows} == {new["report.txt"].doc_id, new["report.pdf"].doc_id}
+    assert [doc.path for doc in library.documents() if doc.source == "report.txt"] == [str(report_txt.resolve())]
+    assert [item.text for item in library.items(new["report.txt"].doc_id)] == [
+        "The final version mentions oranges instead."]
+    assert "budget final two page 2" in library.items(new["report.pdf"].doc_id)[1].text
+    assert not (data / "assets" / old["report.pdf"].doc_id).exists()
+    assert (data / "assets" / new["report.pdf"].doc_id).is_dir()
+    # A model-free open (what `list` does) sees one document per path.
+    assert sorted(doc.source for doc in Library(None, data).documents()) == ["report.pdf", "report.txt"]
+
+    again = library.add([folder])  # identical content: nothing changes
+    assert again.added == [] and again.replaced == [] and len(again.unchanged) == 2
+    assert len(chroma_rows(library)) == len(rows)
+
+    # A new version that fails (an unreadable file, a failing model) leaves the old one searchable.
+    report_txt.write_text("")
+    report_pdf.write_bytes(report_pdf.read_bytes()[:200])
+    broken = library.add([folder])
+    assert broken.added == [] and broken.replaced == [] and len(broken.skipped) == 2
+    report_txt.write_text("A third draft about pears.\n")
+    library.engine.fail = True
+    failed = library.add([report_txt])
+    assert failed.replaced == [] and "embedding failed on purpose" in failed.skipped[0].reason
+    library.engine.fail = False
+    assert {meta["doc_id"] for meta in chroma_rows(library)} == {new["report.txt"].doc_id, new["report.pdf"].doc_id}
+    assert [h.item.doc_id for h in library.search("oranges", k=1, rerank=False)] == [new["report.txt"].doc_id]
+    assert (data / "assets" / new["report.pdf"].doc_id).is_dir()
+
+
 # -- bad files -----------------------------------------------------------------------------------
 def _png_header(width: int, height: int) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:

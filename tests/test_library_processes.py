@@ -230,3 +230,39 @@ def test_recovery_purges_only_what_is_certainly_dead(request, tmp_path, src, ser
     kept = set() if not server else {"alivehere", "elsewhere", "legacy"}
     assert pending_docs() == kept
     assert {p.name for p in (data / "assets").iterdir()} == kept
+
+
+def _long_text(path: Path, word: str, lines: int = 18000) -> Path:
+    path.write_text("".join(f"line {n} of the {word} file, with a few more words to fill it\n" for n in range(lines)))
+    return path
+
+
+def test_a_long_lived_writer_rereads_what_another_process_wrote(tmp_path):
+    """Chroma keeps an HNSW index in memory per process and persists it every 1000 writes: a
+    process that wrote after another one without re-reading would persist its stale index over
+    the other's vectors. Oracle: a fresh client finds every vector by a query for all of them."""
+    data = tmp_path / "data"
+    library = Library(FakeEngine(), data, batch_size=256)  # a long-lived process (the app)
+    note = tmp_path / "note.txt"
+    note.write_text("a small note\n")
+    assert len(library.add([note]).added) == 1
+    other = child(tmp_path, data, "add", "-", 0, _long_text(tmp_path / "beta.txt", "beta"))
+    out, err = other.communicate(timeout=300)
+    assert other.returncode == 0, err[-2000:]
+    beta_items = json.loads(out.splitlines()[-1])["added"]["beta.txt"]
+    assert beta_items > 1000  # past Chroma's sync threshold: the other process persisted its index
+
+    alpha = library.add([_long_text(tmp_path / "alpha.txt", "alpha")]).added  # and so does this one
+    assert alpha[0].items > 1000
+
+    import chromadb
+    from chromadb.api.shared_system_client import SharedSystemClient
+    from chromadb.config import Settings
+
+    SharedSystemClient.clear_system_cache()
+    fresh = chromadb.PersistentClient(path=str(data / "chroma"), settings=Settings(anonymized_telemetry=False))
+    collection = fresh.get_collection(collection_name(FakeEngine.model_id, FakeEngine.prompt_version))
+    everything = set(collection.get(include=[])["ids"])
+    assert len(everything) == 1 + beta_items + alpha[0].items
+    found = collection.query(query_embeddings=[vector("x")], n_results=len(everything), include=[])["ids"][0]
+    assert set(found) == everything
