@@ -269,6 +269,17 @@ class Library:
             if folder.name not in known:
                 shutil.rmtree(folder, ignore_errors=True)
 
+    def refresh(self) -> bool:
+        """Re-read the index if another process wrote since this one last read it (e.g. the CLI
+        added files while the app runs); True if it did. Cheap when nothing changed: it reads one
+        small file. Writes do this by themselves."""
+        with self._lock:
+            if not self._writer.changed():
+                return False
+            self._writer.observe()
+            self._reopen()
+            return True
+
     def _engine(self) -> Any:
         if self.engine is None:
             raise FreeRetError("this needs a model: open the library with an engine")
@@ -306,8 +317,10 @@ class Library:
         return report
 
     def _add_file(self, path: Path, index: int, files: int, emit: ProgressCallback, report: AddReport) -> None:
-        """Index one file under the writer lock. Older versions of the same path (documents whose
-        `path` is this resolved path, with other content) are deleted once this one is committed."""
+        """Index one file under the writer lock. Then, in a second turn, older versions of the same
+        path (documents whose `path` is this resolved path, with other content) are deleted: only
+        once this one is committed, and also when it was already indexed (a replace that a crash
+        interrupted)."""
         def event(stage: str, done: int = 0, total: int = 0, message: str = "") -> None:
             emit(Progress(stage, str(path), index, files, done, total, message))
 
@@ -331,10 +344,6 @@ class Library:
                                        progress=lambda done, total: loaded.update(total=total))
                     doc, note = self.ingest_items(path, doc_id, items, fields,
                                                   lambda done: event("item", done, max(done, loaded["total"])))
-                for old in self.store.committed_at_path(resolved):
-                    if old.doc_id != doc_id:
-                        self._delete_document(old.doc_id)
-                        replaced.append(old)
         except Exception as error:  # noqa: BLE001 - one bad file must never stop the batch
             reason = error.reason if isinstance(error, IngestError) else f"{type(error).__name__}: {error}"
             if not isinstance(error, IngestError):
@@ -342,9 +351,18 @@ class Library:
             if doc_id:
                 self._discard(doc_id)
             report.skipped.append(Skipped(str(path), reason))
-            report.replaced += replaced
             event("skipped", message=reason)
             return
+        try:
+            with self._writing():
+                for old in self.store.committed_at_path(resolved):
+                    if old.doc_id != doc_id:
+                        self._delete_document(old.doc_id)
+                        replaced.append(old)
+        except Exception as error:  # noqa: BLE001 - the new version is in; say what is left over
+            log.exception("could not remove an older version of %s", path)
+            reason = f"an older version is still indexed: {type(error).__name__}: {error}"
+            report.notes.append(Skipped(str(path), reason))
         report.replaced += replaced
         said = "; ".join(f"replaced older version of {old.source}" for old in replaced)
         if existing is not None:

@@ -188,6 +188,10 @@ class WriterLock:
         """Remember the writes seen so far: call before reading the index."""
         self._token = self._read_state().get("token")
 
+    def changed(self) -> bool:
+        """Whether another writer took the lock since `observe` or since this instance released it."""
+        return self._read_state().get("token") != self._token
+
     def __enter__(self) -> bool:
         """Acquire (blocking). True when another writer held the lock since `observe` or since
         this instance last released it, i.e. what this process read of the index may be stale."""
@@ -203,7 +207,7 @@ class WriterLock:
                 log.warning("waiting for another writer of %s (%s)", self.folder,
                             f"pid {holder.pid} on {holder.host}" if holder else "unknown process")
                 _lock(self._handle, blocking=True)
-            stale = self._read_state().get("token") != self._token
+            stale = self.changed()
             self._token = self._write_state(writer=json.loads(this_writer().to_json()), writing=True,
                                             since=time.time())
             return stale

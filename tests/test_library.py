@@ -507,3 +507,28 @@ def test_library_on_a_chroma_server(engine, chroma_server, tmp_path):
     assert top.item.source == "LadyBird.jpg" and top.rerank_score is not None
     with pytest.raises(IndexMismatchError):
         Library(FreeRet(engine.lm, EngineSettings(priors=False)), tmp_path / "data", chroma_url=chroma_server)
+
+
+def test_a_replace_that_failed_half_way_is_finished_by_the_next_add(tmp_path, monkeypatch):
+    from fake_engine import FakeEngine
+
+    data, report_txt = tmp_path / "data", tmp_path / "report.txt"
+    report_txt.write_text("version one\n")
+    library = Library(FakeEngine(), data)
+    [old] = library.add([report_txt]).added
+    report_txt.write_text("version two\n")
+
+    def broken_delete(doc_id):
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(library, "_delete_document", broken_delete)
+    half = library.add([report_txt])
+    [new] = half.added  # the new version is in; the old one could not be removed, and it says so
+    assert half.replaced == [] and half.skipped == []
+    assert [note.reason for note in half.notes] == ["an older version is still indexed: OSError: disk went away"]
+    assert {meta["doc_id"] for meta in chroma_rows(library)} == {old.doc_id, new.doc_id}
+    monkeypatch.undo()
+
+    again = library.add([report_txt])
+    assert again.unchanged == [new] and again.replaced == [old]
+    assert {meta["doc_id"] for meta in chroma_rows(library)} == {new.doc_id}

@@ -266,3 +266,50 @@ def test_a_long_lived_writer_rereads_what_another_process_wrote(tmp_path):
     assert len(everything) == 1 + beta_items + alpha[0].items
     found = collection.query(query_embeddings=[vector("x")], n_results=len(everything), include=[])["ids"][0]
     assert set(found) == everything
+
+
+def test_refresh_shows_what_another_process_added(tmp_path, src):
+    data = tmp_path / "data"
+    note = tmp_path / "note.txt"
+    note.write_text("a small note\n")
+    library = Library(FakeEngine(), data)
+    library.add([note])
+    assert library.refresh() is False  # only this process wrote
+    other = child(tmp_path, data, "add", "-", 0, src / README)
+    assert other.communicate(timeout=300) and other.returncode == 0
+    assert [doc.source for doc in library.documents()] == ["note.txt"]  # this process's view, not re-read yet
+    assert library.refresh() is True
+    assert [doc.source for doc in library.documents()] == ["note.txt", README]
+    assert [hit.item.source for hit in library.store.search(None, "wallpaper backgrounds", 5)] == [README]
+    assert library.refresh() is False
+
+
+def test_writer_lock_excludes_other_holders_is_reentrant_and_tells_staleness(tmp_path):
+    import threading
+
+    from freeret_rag.locking import WriterLock
+
+    mine, theirs = WriterLock(tmp_path), WriterLock(tmp_path)  # two holders, as two processes would be
+    mine.observe()
+    theirs.observe()
+    order: list[str] = []
+    with mine as stale:
+        assert stale is False
+        with mine as nested:  # reentrant: no deadlock, and no news from itself
+            assert nested is False
+        def take_turn() -> None:
+            with theirs:
+                order.append("theirs")
+
+        other = threading.Thread(target=take_turn)
+        other.start()
+        other.join(timeout=1.0)
+        assert other.is_alive() and order == []  # blocked while this one holds it
+        order.append("mine")
+    other.join(timeout=30)
+    assert order == ["mine", "theirs"]
+    assert theirs.holder() == this_writer()
+    assert mine.changed() is True and theirs.changed() is False
+    with mine as stale:
+        assert stale is True
+    assert mine.changed() is False
