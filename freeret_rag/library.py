@@ -5,9 +5,15 @@
     hits = library.search("the ladybird on a leaf", k=5)
 
 A document is one file, identified by its content (doc_id = first 16 hex of its sha256), so adding the
-same bytes again is a no-op whatever the file is called. Every document's items become visible only
-once all of them are stored (see store.py); whatever a crash leaves half-written is purged when the
-library is next opened, and adding the same files again resumes where it stopped.
+same bytes again is a no-op whatever the file is called. Adding a changed file whose path is already
+indexed replaces the old version: the new one is indexed and committed first, then the old one is
+deleted, so a failure leaves the old version in place.
+
+Every document's items become visible only once all of them are stored (see store.py). Processes
+may share a data folder (the app and the CLI): each write (one file, one deletion, one re-indexed
+document) holds an inter-process writer lock (locking.py), and pending items record their writer.
+Whatever a dead writer left half-written is purged by the next write, never by merely opening the
+library, and adding the same files again resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import shutil
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -27,6 +34,7 @@ from . import fusion, selfcheck
 from .settings import RERANK_K
 from .errors import FreeRetError, IndexMismatchError, IngestError
 from .items import Hit, Item, ItemKind, Query
+from .locking import Writer, WriterLock, this_writer
 from .media import MediaSettings, kind_for_path, load_items
 from .selfcheck import SelfCheck
 from .store import DocumentInfo, IndexInfo, Store, as_weight_map, collection_name, connect, list_indexes
@@ -97,10 +105,12 @@ class Skipped:
 
 @dataclass
 class AddReport:
-    """What `add` (or `reindex`) did: indexed, already there, skipped (and why), partly left out."""
+    """What `add` (or `reindex`) did: indexed, already there, skipped (and why), partly left out, and
+    the older versions of changed files that were deleted once their new version was indexed."""
 
     added: list[DocumentInfo] = field(default_factory=list)
     unchanged: list[DocumentInfo] = field(default_factory=list)
+    replaced: list[DocumentInfo] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     notes: list[Skipped] = field(default_factory=list)  # documents indexed with some items left out
     seconds: float = 0.0
@@ -112,6 +122,7 @@ class AddReport:
     def summary(self) -> str:
         lines = [f"indexed {len(self.added)} file(s) ({self.items} items), {len(self.unchanged)} already indexed, "
                  f"{len(self.skipped)} skipped in {self.seconds:.1f} s"]
+        lines += [f"  replaced older version of {doc.source}" for doc in self.replaced]
         lines += [f"  skipped {Path(s.path).name}: {s.reason}" for s in self.skipped]
         lines += [f"  note {Path(s.path).name}: {s.reason}" for s in self.notes]
         return "\n".join(lines)
@@ -173,6 +184,10 @@ class Library:
     Opening an index built with another model or prompt version raises IndexMismatchError unless
     `allow_mismatch` (then only `reindex`, `documents`, `delete` and `search` of what is already
     re-indexed make sense). Thread-safe: writes are serialised; searches run concurrently.
+
+    Process-safe: every write holds the data folder's writer lock, per file or document, so the app
+    and the CLI interleave. Opening the library, listing and searching write nothing and delete
+    nothing. See `_recover` for what a write purges, and when.
     """
 
     def __init__(self, engine: Any | None, data_dir: str | Path | None = None, chroma_url: str | None = None, *,
@@ -195,6 +210,9 @@ class Library:
         self._checked: tuple[str, SelfCheck | None] | None = None  # (index name, cached result)
         self.media_settings = media_settings
         self._lock = threading.RLock()
+        self._writer = WriterLock(self.data_dir)
+        self._writer.observe()  # before reading: a write after this makes what we read stale
+        self._recovered = False
         self.client = connect(self.data_dir, chroma_url)
         indexes = list_indexes(self.client)
         if engine is not None:
@@ -217,10 +235,8 @@ class Library:
             raise IndexMismatchError(self.mismatch)
         status = "building" if self.mismatch else "active"
         self.store = Store(self.client, model_id, prompt_version, status=status)
-        if self.store.status != status:
+        if self.store.status != status:  # collection metadata only: no lock, nothing is deleted
             self.store.set_status(status)
-        with self._lock:
-            self._recover()
 
     # -- state -----------------------------------------------------------------------------------
     @property
@@ -238,17 +254,66 @@ class Library:
                 f"loaded model (`python -m freeret_rag --model {model_id} reindex`, or Library(..., "
                 f"allow_mismatch=True).reindex()), or load {other.model_id} again.")
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold this thread's and every process's write turn (reentrant). At the outermost turn,
+        re-read the index if another process wrote since, and recover what dead writers left."""
+        with self._lock, self._writer as stale:
+            if stale:
+                self._reopen()
+            if stale or not self._recovered:
+                self._recover()
+                self._recovered = True
+            yield
+
+    def _reopen(self) -> None:
+        """Another process wrote: a fresh client and a fresh view of the index (see store.connect)."""
+        log.info("%s changed in another process: reloading the index", self.location)
+        if self.chroma_url is None:
+            self.client = connect(self.data_dir, fresh=True)
+        self.store = Store(self.client, self.store.model_id, self.store.prompt_version, status=self.store.status)
+        self.others = [i for i in list_indexes(self.client) if i.name != self.store.name and i.count]
+        self._checked = None  # the self-check may have been re-measured there too
+
+    def _writer_dead(self, writer: str | None) -> bool:
+        """Whether the writer of pending items is certainly dead (called while holding the lock).
+
+        Embedded index: every writer of it takes this data folder's lock, and we hold it, so nobody
+        is writing: whatever is pending is dead, whoever wrote it. Chroma server: writers elsewhere
+        (other hosts, other data folders) do not share this lock, so only a writer that ran on this
+        host and whose process is gone is dead; items of any other writer, or without a recorded
+        writer, are kept (they stay invisible to search and listings).
+        """
+        if self.chroma_url is None:
+            return True
+        recorded = Writer.from_json(writer)
+        return recorded is not None and recorded.certainly_dead()
+
     def _recover(self) -> None:
-        """Purge half-written documents and asset folders nothing refers to (left by a crash)."""
-        purged = self.store.purge_incomplete()
+        """Purge what dead writers left (see `_writer_dead`): half-written documents, then asset
+        folders of documents that have no item left, pending or complete. Runs only while holding
+        the writer lock (asset folders are written under it, before their items); not while a
+        re-index is pending, since assets may belong to a document that still waits for it."""
+        purged = self.store.purge_incomplete(self._writer_dead)
         if purged:
             log.warning("removed %d half-indexed document(s) left by an interrupted run", len(purged))
         if self.others or not self.assets.is_dir():
-            return  # assets may belong to a document that still waits for re-indexing
-        known = {doc.doc_id for doc in self.store.documents()}
+            return
+        known = {doc.doc_id for doc in self.store.documents()} | set(self.store.pending_documents())
         for folder in self.assets.iterdir():
             if folder.name not in known:
                 shutil.rmtree(folder, ignore_errors=True)
+
+    def refresh(self) -> bool:
+        """Re-read the index if another process wrote since this one last read it (e.g. the CLI
+        added files while the app runs); True if it did. Cheap when nothing changed: it reads one
+        small file. Writes do this by themselves."""
+        with self._lock:
+            if not self._writer.changed():
+                return False
+            self._writer.observe()
+            self._reopen()
+            return True
 
     def _engine(self) -> Any:
         if self.engine is None:
@@ -256,6 +321,7 @@ class Library:
         return self.engine
 
     def documents(self) -> list[DocumentInfo]:
+        self.refresh()  # another process may have added or deleted files
         return self.store.documents()
 
     def document(self, doc_id: str) -> DocumentInfo | None:
@@ -289,27 +355,33 @@ class Library:
         return report
 
     def _add_file(self, path: Path, index: int, files: int, emit: ProgressCallback, report: AddReport) -> None:
+        """Index one file under the writer lock. Then, in a second turn, older versions of the same
+        path (documents whose `path` is this resolved path, with other content) are deleted: only
+        once this one is committed, and also when it was already indexed (a replace that a crash
+        interrupted)."""
         def event(stage: str, done: int = 0, total: int = 0, message: str = "") -> None:
             emit(Progress(stage, str(path), index, files, done, total, message))
 
         event("file")
         doc_id = ""
+        replaced: list[DocumentInfo] = []
         try:
             file_type = kind_for_path(path)
             if file_type is None:
                 raise IngestError(path, f"unsupported file type {path.suffix or '(no extension)'}")
             content_hash = file_sha256(path)
             doc_id = content_hash[:16]
-            with self._lock:
-                existing = self.store.document(doc_id)
+            resolved = str(path.resolve())
+            with self._writing():
+                existing = self.store.committed(doc_id)
                 if existing is None:
-                    fields = {"content_hash": content_hash, "path": str(path.resolve()), "file_type": file_type,
+                    fields = {"content_hash": content_hash, "path": resolved, "file_type": file_type,
                               "added_at": time.time()}
                     loaded = {"total": 0}
                     items = load_items(path, doc_id, self.assets, settings=self.media_settings,
                                        progress=lambda done, total: loaded.update(total=total))
                     doc, note = self.ingest_items(path, doc_id, items, fields,
-                                             lambda done: event("item", done, max(done, loaded["total"])))
+                                                  lambda done: event("item", done, max(done, loaded["total"])))
         except Exception as error:  # noqa: BLE001 - one bad file must never stop the batch
             reason = error.reason if isinstance(error, IngestError) else f"{type(error).__name__}: {error}"
             if not isinstance(error, IngestError):
@@ -319,19 +391,32 @@ class Library:
             report.skipped.append(Skipped(str(path), reason))
             event("skipped", message=reason)
             return
+        try:
+            with self._writing():
+                for old in self.store.committed_at_path(resolved):
+                    if old.doc_id != doc_id:
+                        self._delete_document(old.doc_id)
+                        replaced.append(old)
+        except Exception as error:  # noqa: BLE001 - the new version is in; say what is left over
+            log.exception("could not remove an older version of %s", path)
+            reason = f"an older version is still indexed: {type(error).__name__}: {error}"
+            report.notes.append(Skipped(str(path), reason))
+        report.replaced += replaced
+        said = "; ".join(f"replaced older version of {old.source}" for old in replaced)
         if existing is not None:
             report.unchanged.append(existing)
-            event("unchanged", existing.items, existing.items, f"already indexed as {existing.source}")
+            event("unchanged", existing.items, existing.items,
+                  "; ".join(part for part in (f"already indexed as {existing.source}", said) if part))
             return
         report.added.append(doc)
         if note:
             report.notes.append(Skipped(str(path), note))
-        event("added", doc.items, doc.items, note)
+        event("added", doc.items, doc.items, "; ".join(part for part in (note, said) if part))
 
     def _discard(self, doc_id: str) -> None:
         """Remove a failed document's pending items and assets (never a complete document's)."""
-        with self._lock:
-            if self.store.document(doc_id) is None:
+        with self._writing():
+            if self.store.committed(doc_id) is None:
                 self.store.delete([doc_id])
                 if not self.others:
                     shutil.rmtree(self.assets / doc_id, ignore_errors=True)
@@ -353,7 +438,8 @@ class Library:
         Items keep their images in the index even when embedded from text only, so that a later
         re-index with a vision model (and the answer stage) can still use the page images.
         """
-        fields = {**fields, "model_id": self.store.model_id, "prompt_version": self.store.prompt_version}
+        fields = {**fields, "model_id": self.store.model_id, "prompt_version": self.store.prompt_version,
+                  "writer": this_writer().to_json()}
         batch: list[tuple[Item, Item]] = []
         left_out: Counter[str] = Counter()
         stored = 0
@@ -373,37 +459,43 @@ class Library:
                 on_item(stored + sum(left_out.values()))
             batch.clear()
 
-        for number, item in enumerate(items):
-            item = item if item.item_id else replace(item, item_id=f"{doc_id}:{number}")
-            view = self._view(item)
-            if view is None:
-                left_out[item.kind] += 1
-                continue
-            batch.append((item, view))
-            if len(batch) >= self.batch_size:
+        with self._writing():
+            for number, item in enumerate(items):
+                item = item if item.item_id else replace(item, item_id=f"{doc_id}:{number}")
+                view = self._view(item)
+                if view is None:
+                    left_out[item.kind] += 1
+                    continue
+                batch.append((item, view))
+                if len(batch) >= self.batch_size:
+                    flush()
+            if batch:
                 flush()
-        if batch:
-            flush()
-        if not stored:
-            if left_out:
-                raise _Unseeable(path, f"{CANNOT_SEE} (and there is no text to index instead)")
-            raise IngestError(path, "nothing to index in this file")
-        self.store.commit(doc_id)
-        doc = self.store.document(doc_id)
+            if not stored:
+                if left_out:
+                    raise _Unseeable(path, f"{CANNOT_SEE} (and there is no text to index instead)")
+                raise IngestError(path, "nothing to index in this file")
+            self.store.commit(doc_id)
+            doc = self.store.document(doc_id)
         assert doc is not None
         note = ", ".join(f"{n} {kind.replace('_', ' ')}(s)" for kind, n in left_out.items())
         return doc, f"{note} left out: {CANNOT_SEE}" if note else ""
 
     # -- removing and re-indexing ----------------------------------------------------------------
     def delete(self, doc_id: str) -> DocumentInfo | None:
-        """Remove one document: all its items (in every embedding space here) and its assets."""
-        with self._lock:
-            doc = self.store.document(doc_id)
+        """Remove one document: all its items (in every embedding space here) and its assets.
+        Returns it as the active index had it (None if it was not there)."""
+        with self._writing():
+            doc = self.store.committed(doc_id)
+            self._delete_document(doc_id)
+            return doc
+
+    def _delete_document(self, doc_id: str) -> None:
+        with self._writing():
             self.store.delete([doc_id])
             for other in self.others:
                 self.client.get_collection(other.name, embedding_function=None).delete(where={"doc_id": doc_id})
             shutil.rmtree(self.assets / doc_id, ignore_errors=True)
-            return doc
 
     def reindex(self, progress: ProgressCallback | None = None) -> AddReport:
         """Re-embed every document of the other embedding spaces with the loaded model, then drop them.
@@ -418,8 +510,9 @@ class Library:
         report = AddReport()
         emit = progress or (lambda event: None)
         with self._lock:
-            sources = [Store(self.client, i.model_id, i.prompt_version) for i in list_indexes(self.client)
-                       if i.name != self.store.name]
+            with self._writing():  # a fresh client if another process wrote
+                sources = [Store(self.client, i.model_id, i.prompt_version) for i in list_indexes(self.client)
+                           if i.name != self.store.name]
             todo: dict[str, tuple[DocumentInfo, Store]] = {}
             for source in sources:
                 for doc in source.documents():
@@ -430,36 +523,38 @@ class Library:
                     emit(Progress(stage, doc.path or doc.source, index, len(todo), done, total, message))
 
                 event("file")
-                if (existing := self.store.document(doc.doc_id)) is not None:
-                    report.unchanged.append(existing)
-                    event("unchanged", existing.items, existing.items)
-                    continue
-                items = source.items(doc.doc_id)
-                fields = {"content_hash": doc.content_hash, "path": doc.path, "file_type": doc.file_type,
-                          "added_at": doc.added_at}
-                try:
-                    new, note = self.ingest_items(doc.source, doc.doc_id, items, fields,
-                                             lambda done: event("item", done, len(items)))
-                except Exception as error:  # noqa: BLE001 - keep going, keep the old index
-                    failed |= not isinstance(error, _Unseeable)
-                    reason = error.reason if isinstance(error, IngestError) else f"{type(error).__name__}: {error}"
-                    self.store.delete([doc.doc_id])
-                    report.skipped.append(Skipped(doc.path or doc.source, reason))
-                    event("skipped", message=reason)
-                    continue
-                report.added.append(new)
-                if note:
-                    report.notes.append(Skipped(doc.path or doc.source, note))
-                event("added", new.items, new.items, note)
-            self.store.set_status("active")
-            self.mismatch = None
-            if not failed:
-                for source in sources:
-                    self.client.delete_collection(source.name)
-                self.others = []
-                self._recover()
-            else:
-                self.others = [i for i in list_indexes(self.client) if i.name != self.store.name and i.count]
+                with self._writing():  # one document per turn, so other processes interleave
+                    if (existing := self.store.committed(doc.doc_id)) is not None:
+                        report.unchanged.append(existing)
+                        event("unchanged", existing.items, existing.items)
+                        continue
+                    items = source.items(doc.doc_id)
+                    fields = {"content_hash": doc.content_hash, "path": doc.path, "file_type": doc.file_type,
+                              "added_at": doc.added_at}
+                    try:
+                        new, note = self.ingest_items(doc.source, doc.doc_id, items, fields,
+                                                 lambda done: event("item", done, len(items)))
+                    except Exception as error:  # noqa: BLE001 - keep going, keep the old index
+                        failed |= not isinstance(error, _Unseeable)
+                        reason = error.reason if isinstance(error, IngestError) else f"{type(error).__name__}: {error}"
+                        self.store.delete([doc.doc_id])
+                        report.skipped.append(Skipped(doc.path or doc.source, reason))
+                        event("skipped", message=reason)
+                        continue
+                    report.added.append(new)
+                    if note:
+                        report.notes.append(Skipped(doc.path or doc.source, note))
+                    event("added", new.items, new.items, note)
+            with self._writing():
+                self.store.set_status("active")
+                self.mismatch = None
+                if not failed:
+                    for source in sources:
+                        self.client.delete_collection(source.name)
+                    self.others = []
+                    self._recover()
+                else:
+                    self.others = [i for i in list_indexes(self.client) if i.name != self.store.name and i.count]
         if report.added:
             self._after_change(emit)
         report.seconds = time.perf_counter() - started
@@ -493,7 +588,7 @@ class Library:
         search = lambda query: self._channel_rankings(query, selfcheck.DEPTH)  # noqa: E731
         result = selfcheck.measure(engine, items, search, self.store.kind_of, len(self.store), channels,
                                    progress or (lambda line: None))
-        with self._lock:
+        with self._writing():
             self.store.set_note("self_check", result.to_json())
             self._checked = (self.store.name, result)
         log.info("self-check of %s: %s", self.store.name, " ".join(result.describe()))
@@ -563,6 +658,7 @@ class Library:
         """
         engine = self._engine()
         query = Query(query) if isinstance(query, str) else query
+        self.refresh()  # never answer from a document another process deleted
         if not len(self.store):
             return []
         vector, words = self._embed_query(query)

@@ -3,8 +3,10 @@ reciprocal rank fusion of the two rankings.
 
 Crash safety lives here too. A document's items are written with `complete=False` and flipped to
 `complete=True` (with the item count) in one update once all of them are stored; searches and listings
-only see complete items, and `purge_incomplete` removes what a crash left behind. Chroma is the only
-source of truth, so the same rules hold for the embedded client and for a Chroma server.
+only see complete items, and `purge_incomplete` removes what a crash left behind, asking the caller
+which writers (the `writer` metadata of the items) are dead. Chroma is the only source of truth, so
+the same rules hold for the embedded client and for a Chroma server; the in-memory view of complete
+items is this process's copy, which `committed` refreshes for one document from Chroma.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import urlparse
 
 import bm25s
@@ -35,9 +37,16 @@ _PAGE = 5000  # Chroma get() page size: servers cap a request's batch size
 DOC_FIELDS = ("content_hash", "path", "file_type", "model_id", "prompt_version", "added_at")
 
 
-def connect(data_dir: Path, chroma_url: str | None = None):
-    """An embedded PersistentClient under `data_dir/chroma`, or an HttpClient for a server URL."""
+def connect(data_dir: Path, chroma_url: str | None = None, *, fresh: bool = False):
+    """An embedded PersistentClient under `data_dir/chroma`, or an HttpClient for a server URL.
+
+    Chroma shares one embedded client (and its in-memory HNSW index) per folder and process. After
+    another process wrote, `fresh` drops that shared one so the new client reads the folder anew:
+    a stale index would otherwise be persisted over the other process's vectors. Clients opened
+    before keep working (stale) for reads.
+    """
     import chromadb
+    from chromadb.api.shared_system_client import SharedSystemClient
     from chromadb.config import Settings
 
     # _env_file=None: Chroma's settings would otherwise read a `.env` in whatever folder we run from.
@@ -49,6 +58,8 @@ def connect(data_dir: Path, chroma_url: str | None = None):
                                    ssl=ssl, settings=settings)
     path = Path(data_dir) / "chroma"
     path.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        SharedSystemClient._identifier_to_system.pop(str(path), None)
     return chromadb.PersistentClient(path=str(path), settings=settings)
 
 
@@ -312,15 +323,43 @@ class Store:
         self.collection.delete(where={"doc_id": {"$in": sorted(doc_ids)}})
         self._forget(doc_ids)
 
-    def purge_incomplete(self) -> set[str]:
-        """Delete documents a crash left half-written: pending items, or fewer items than committed."""
-        broken = {meta["doc_id"] for _, meta, _ in self._get({"complete": False}, ["metadatas"])}
+    def committed(self, doc_id: str) -> DocumentInfo | None:
+        """The document as Chroma has it now (another process may have added or deleted it since
+        this view was loaded); the view is brought up to date for this document."""
+        rows = [(i, m, d or "") for i, m, d in self._get({"doc_id": doc_id}, ["metadatas", "documents"])
+                if m.get("complete")]
+        with self._lock:
+            known = {key for key, (meta, _) in self._items.items() if meta["doc_id"] == doc_id}
+        if known != {row[0] for row in rows}:  # else leave the lexical index alone (no rebuild)
+            self._forget({doc_id})
+            self._remember(rows)
+        return self.document(doc_id)
+
+    def committed_at_path(self, path: str) -> list[DocumentInfo]:
+        """Complete documents whose `path` metadata is `path`, as Chroma has them now."""
+        doc_ids = {m["doc_id"] for _, m, _ in self._get(_where({"path": path}, {"complete": True}), ["metadatas"])}
+        return [doc for doc in map(self.committed, sorted(doc_ids)) if doc is not None]
+
+    def pending_documents(self) -> dict[str, set[str | None]]:
+        """Documents with pending items: doc_id -> the writers (`writer` metadata) of those items."""
+        pending: dict[str, set[str | None]] = {}
+        for _, meta, _ in self._get({"complete": False}, ["metadatas"]):
+            pending.setdefault(meta["doc_id"], set()).add(meta.get("writer"))
+        return pending
+
+    def purge_incomplete(self, writer_dead: Callable[[str | None], bool] = lambda writer: True) -> set[str]:
+        """Delete documents a crash left half-written (pending items, or fewer items than committed)
+        whose writers are all dead by `writer_dead(writer metadata or None)`. Returns their ids."""
+        broken = self.pending_documents()
         with self._lock:
             metas = [meta for meta, _ in self._items.values()]
         counts = Counter(meta["doc_id"] for meta in metas)
-        broken |= {m["doc_id"] for m in metas if m.get("n_items", counts[m["doc_id"]]) != counts[m["doc_id"]]}
-        self.delete(broken)
-        return broken
+        for meta in metas:
+            if meta.get("n_items", counts[meta["doc_id"]]) != counts[meta["doc_id"]]:
+                broken.setdefault(meta["doc_id"], set()).add(meta.get("writer"))
+        dead = {doc_id for doc_id, writers in broken.items() if all(map(writer_dead, writers))}
+        self.delete(dead)
+        return dead
 
     # -- searching -------------------------------------------------------------------------------
     def dense(self, vector: np.ndarray, n: int, kinds: Sequence[ItemKind] | None = None,

@@ -176,6 +176,67 @@ def test_delete_removes_exactly_one_document(engine, tmp_path):
     assert [doc.source for doc in library.add([src]).added] == ["LadyBird.jpg"]
 
 
+# -- a changed file replaces its older version (upsert by path) ---------------------------------
+def _pdf(path: Path, words: str) -> None:
+    doc = pymupdf.open()
+    for n in range(2):
+        doc.new_page().insert_text((72, 72), f"{words} page {n + 1}")
+    doc.save(path)
+
+
+def test_a_changed_file_replaces_its_older_version_only_once_the_new_one_is_in(tmp_path):
+    from fake_engine import FakeEngine
+
+    data, folder = tmp_path / "data", tmp_path / "in"
+    folder.mkdir()
+    report_txt, report_pdf = folder / "report.txt", folder / "report.pdf"
+    report_txt.write_text("The first draft mentions apples.\n")
+    _pdf(report_pdf, "budget draft one")
+    library = Library(FakeEngine(), data)
+    first = library.add([folder])
+    old = {doc.source: doc for doc in first.added}
+    assert set(old) == {"report.txt", "report.pdf"} and first.replaced == []
+    assert (data / "assets" / old["report.pdf"].doc_id).is_dir()
+
+    report_txt.write_text("The final version mentions oranges instead.\n")
+    _pdf(report_pdf, "budget final two")
+    events = []
+    second = library.add([folder], progress=events.append)
+    new = {doc.source: doc for doc in second.added}
+    assert {doc.doc_id for doc in second.replaced} == {old["report.txt"].doc_id, old["report.pdf"].doc_id}
+    assert "replaced older version of report.txt" in second.summary()
+    assert [e.message for e in events if e.stage == "added" and e.path == str(report_txt)] == [
+        "replaced older version of report.txt"]
+    rows = chroma_rows(library)
+    assert {meta["doc_id"] for meta in rows} == {new["report.txt"].doc_id, new["report.pdf"].doc_id}
+    assert [doc.path for doc in library.documents() if doc.source == "report.txt"] == [str(report_txt.resolve())]
+    assert [item.text for item in library.items(new["report.txt"].doc_id)] == [
+        "The final version mentions oranges instead."]
+    assert "budget final two page 2" in library.items(new["report.pdf"].doc_id)[1].text
+    assert not (data / "assets" / old["report.pdf"].doc_id).exists()
+    assert (data / "assets" / new["report.pdf"].doc_id).is_dir()
+    # A model-free open (what `list` does) sees one document per path.
+    assert sorted(doc.source for doc in Library(None, data).documents()) == ["report.pdf", "report.txt"]
+
+    again = library.add([folder])  # identical content: nothing changes
+    assert again.added == [] and again.replaced == [] and len(again.unchanged) == 2
+    assert len(chroma_rows(library)) == len(rows)
+
+    # A new version that fails (an unreadable file, a failing model) leaves the old one searchable.
+    report_txt.write_text("")
+    report_pdf.write_bytes(report_pdf.read_bytes()[:200])
+    broken = library.add([folder])
+    assert broken.added == [] and broken.replaced == [] and len(broken.skipped) == 2
+    report_txt.write_text("A third draft about pears.\n")
+    library.engine.fail = True
+    failed = library.add([report_txt])
+    assert failed.replaced == [] and "embedding failed on purpose" in failed.skipped[0].reason
+    library.engine.fail = False
+    assert {meta["doc_id"] for meta in chroma_rows(library)} == {new["report.txt"].doc_id, new["report.pdf"].doc_id}
+    assert [h.item.doc_id for h in library.search("oranges", k=1, rerank=False)] == [new["report.txt"].doc_id]
+    assert (data / "assets" / new["report.pdf"].doc_id).is_dir()
+
+
 # -- bad files -----------------------------------------------------------------------------------
 def _png_header(width: int, height: int) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
@@ -393,12 +454,14 @@ def test_kill_during_ingestion_then_restart_is_consistent_and_resumes(tiny_model
     pdf_id = hashlib.sha256((src / PDF).read_bytes()).hexdigest()[:16]
     assert (data / "assets" / pdf_id).is_dir()  # the killed run had rendered pages
 
-    # Restart: the half-indexed PDF is gone (items and assets), the README survived; then it resumes.
+    # Restart: opening purges nothing, and the half-indexed PDF is invisible; the README survived.
+    # The first write (adding the README again) purges the dead writer's pending pages; then it resumes.
     out, err = start_child(tmp_path, *args).communicate(timeout=300)
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert lines, err[-3000:]
     before, *_, summary, after = lines
-    assert before == {"docs": {README: 2}, "rows": 2, "pending": 0, "hits": [README]}
+    assert before["docs"] == {README: 2} and before["hits"] == [README]
+    assert before["pending"] >= 8 and before["rows"] == 2 + before["pending"]  # at least one batch of pages
     assert summary == {"added": [PDF], "unchanged": [README]}
     assert after == {"docs": {README: 2, PDF: 17}, "rows": 19, "pending": 0, "hits": sorted([PDF, README])}
     assert (data / "assets" / pdf_id).is_dir()
@@ -455,3 +518,28 @@ def test_library_on_a_chroma_server(engine, chroma_server, tmp_path):
     assert top.item.source == "LadyBird.jpg" and top.rerank_score is not None
     with pytest.raises(IndexMismatchError):
         Library(FreeRet(engine.lm, EngineSettings(priors=False)), tmp_path / "data", chroma_url=chroma_server)
+
+
+def test_a_replace_that_failed_half_way_is_finished_by_the_next_add(tmp_path, monkeypatch):
+    from fake_engine import FakeEngine
+
+    data, report_txt = tmp_path / "data", tmp_path / "report.txt"
+    report_txt.write_text("version one\n")
+    library = Library(FakeEngine(), data)
+    [old] = library.add([report_txt]).added
+    report_txt.write_text("version two\n")
+
+    def broken_delete(doc_id):
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(library, "_delete_document", broken_delete)
+    half = library.add([report_txt])
+    [new] = half.added  # the new version is in; the old one could not be removed, and it says so
+    assert half.replaced == [] and half.skipped == []
+    assert [note.reason for note in half.notes] == ["an older version is still indexed: OSError: disk went away"]
+    assert {meta["doc_id"] for meta in chroma_rows(library)} == {old.doc_id, new.doc_id}
+    monkeypatch.undo()
+
+    again = library.add([report_txt])
+    assert again.unchanged == [new] and again.replaced == [old]
+    assert {meta["doc_id"] for meta in chroma_rows(library)} == {new.doc_id}
