@@ -107,7 +107,8 @@ def test_progress_reports_each_file_and_each_page(indexed):
 def test_adding_the_same_content_again_embeds_nothing(indexed, monkeypatch, tmp_path):
     library = indexed.library
     calls = []
-    monkeypatch.setattr(library.engine, "embed", lambda *a, **k: calls.append(a) or pytest.fail("re-embedded"))
+    for name in ("embed", "embed_with_words"):
+        monkeypatch.setattr(library.engine, name, lambda *a, **k: calls.append(a) or pytest.fail("re-embedded"))
     renamed = tmp_path / "a copy of the ladybird.jpg"
     shutil.copyfile(indexed.src / "LadyBird.jpg", renamed)
     before = library.store.collection.count()
@@ -291,14 +292,14 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_is_indexed(engine, tmp_
 def test_unexpected_errors_skip_one_file_only(engine, tmp_path, monkeypatch):
     src = copy_samples(tmp_path / "in", ["Garden.jpg", "LadyBird.jpg"])
     library = Library(engine, tmp_path / "data")
-    real_embed = engine.embed
+    real_embed = engine.embed_with_words
 
-    def flaky(items, batch_size=None):
+    def flaky(items, batch_size=None, **kwargs):
         if any(item.source == "Garden.jpg" for item in items):
             raise RuntimeError("out of memory")
-        return real_embed(items, batch_size)
+        return real_embed(items, batch_size, **kwargs)
 
-    monkeypatch.setattr(engine, "embed", flaky)
+    monkeypatch.setattr(engine, "embed_with_words", flaky)
     report = library.add([src])
     assert [doc.source for doc in report.added] == ["LadyBird.jpg"]
     assert report.skipped == [Skipped(str(src / "Garden.jpg"), "RuntimeError: out of memory")]

@@ -277,9 +277,9 @@ def test_refresh_shows_what_another_process_added(tmp_path, src):
     assert library.refresh() is False  # only this process wrote
     other = child(tmp_path, data, "add", "-", 0, src / README)
     assert other.communicate(timeout=300) and other.returncode == 0
-    assert [doc.source for doc in library.documents()] == ["note.txt"]  # this process's view, not re-read yet
-    assert library.refresh() is True
-    assert [doc.source for doc in library.documents()] == ["note.txt", README]
+    assert [doc.source for doc in library.store.documents()] == ["note.txt"]  # the view before a re-read
+    assert [doc.source for doc in library.documents()] == ["note.txt", README]  # listing re-reads by itself
+    assert library.refresh() is False  # already re-read
     assert [hit.item.source for hit in library.store.search(None, "wallpaper backgrounds", 5)] == [README]
     assert library.refresh() is False
 
@@ -313,3 +313,17 @@ def test_writer_lock_excludes_other_holders_is_reentrant_and_tells_staleness(tmp
     with mine as stale:
         assert stale is True
     assert mine.changed() is False
+
+
+def test_a_document_deleted_by_another_process_is_never_found(tmp_path, src):
+    data = tmp_path / "data"
+    note = tmp_path / "note.txt"
+    note.write_text("the pond pump sits in the garden shed\n")
+    library = Library(FakeEngine(), data)
+    [doc] = library.add([note]).added
+    assert library.search("pond pump", k=1, rerank=False)[0].item.doc_id == doc.doc_id
+    other = subprocess.run([sys.executable, "-m", "freeret_rag", "--data-dir", str(data), "delete", doc.doc_id],
+                           capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert other.returncode == 0, other.stderr
+    assert library.search("pond pump", k=5, rerank=False) == []  # the running process re-reads first
+    assert library.documents() == []
