@@ -580,14 +580,16 @@ class Library:
         result = self.self_check_result
         return result is None or result.stale(len(self.store))
 
-    def self_check(self, progress: Callable[[str], None] | None = None) -> SelfCheck:
-        """Measure the loaded model on this library now (selfcheck.py) and store the result with the index."""
+    def self_check(self, progress: Callable[[str], None] | None = None, limit: int = selfcheck.MAX_QUERIES) -> SelfCheck:
+        """Measure the loaded model on this library now (selfcheck.py) and store the result with the index.
+
+        `limit` test queries at most (each costs one short generation and about a dozen rerank pairs)."""
         engine = self._engine()
         items = self.store.all_items()
         channels = fusion.CHANNELS if self.use_words and len(self.store.words) else ("dense", "lexical")
         search = lambda query: self._channel_rankings(query, selfcheck.DEPTH)  # noqa: E731
         result = selfcheck.measure(engine, items, search, self.store.kind_of, len(self.store), channels,
-                                   progress or (lambda line: None))
+                                   progress or (lambda line: None), limit=limit)
         with self._writing():
             self.store.set_note("self_check", result.to_json())
             self._checked = (self.store.name, result)

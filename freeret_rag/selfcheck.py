@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from . import fusion
-from .items import Item, Query
+from .items import Hit, Item, Query
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ Rankings = dict[str, list[str]]
 def measure(engine: Any, items: Sequence[Item], search_channels: Callable[[Query], Rankings],
             kind_of: Callable[[str], str], size: int, channels: Sequence[str] = fusion.CHANNELS,
             progress: Callable[[str], None] = lambda line: None, queries: Sequence[tuple[str, Item]] | None = None,
-            ) -> SelfCheck:
+            limit: int = MAX_QUERIES) -> SelfCheck:
     """Run the self-check: write queries, rank them by every channel, pick weights, share and floor.
 
     `search_channels(query)` returns the first-stage rankings {"dense": ids, "lexical": ids, "words": ids}
@@ -181,7 +181,7 @@ def measure(engine: Any, items: Sequence[Item], search_channels: Callable[[Query
     check = SelfCheck(engine.model_id, engine.prompt_version, size, channels=list(channels))
     if queries is None:
         written: list[tuple[str, Item]] = []
-        sample = sample_items(items)
+        sample = sample_items(items, limit)
         for number, item in enumerate(sample, 1):
             progress(f"self-check: writing test query {number}/{len(sample)}")
             text = clean_query(engine.write_query(item))
@@ -245,7 +245,7 @@ def measure(engine: Any, items: Sequence[Item], search_channels: Callable[[Query
     for number, ((text, _), pool, random_id, target) in enumerate(zip(queries, pools, randoms, targets), 1):
         progress(f"self-check: reranking {number}/{len(queries)}")
         candidates = [by_id[item_id] for item_id in dict.fromkeys([*pool, target, random_id]) if item_id in by_id]
-        hits = engine.rerank(Query(text), candidates)
+        hits = engine.rerank(Query(text), [Hit(item) for item in candidates])
         p = {hit.item.item_id: float(hit.rerank_score) for hit in hits}
         scores.append({item_id: p[item_id] for item_id in pool if item_id in p})
         if target in p:

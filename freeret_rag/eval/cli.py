@@ -51,8 +51,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                      priors=args.priors, rerank_framing=args.rerank_framing,
                                      rerank_swap=args.rerank_swap, batch_size=args.batch_size)
     load_s = time.perf_counter() - started
-    config = EvalConfig(rerank_k=args.rerank_k, fusion=args.fusion, depth=args.depth,
-                        baselines=tuple(args.baselines or ()), limit=args.limit, batch_size=args.batch_size)
+    config = EvalConfig(rerank_k=args.rerank_k, depth=args.depth, check_queries=args.check_queries,
+                        baselines=tuple(args.baselines or ()), limit=args.limit, batch_size=args.batch_size,
+                        dense=args.dense, words=args.words, cache=str(args.cache) if args.cache else None)
     report = evaluate_engine(engine, dataset, config, log=log)
     report["model"]["load_s"] = load_s
     output = args.output or default_output(args.dataset, model)
@@ -81,8 +82,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ablation.add_argument("--rerank-swap", action="store_true", help="also score with the options swapped")
     ablation.add_argument("--rerank-k", type=int, default=settings.RERANK_K,
                           help=f"candidates reranked; 0 skips reranking (default: {settings.RERANK_K})")
-    ablation.add_argument("--no-fusion", dest="fusion", action="store_false",
-                          help="rerank the dense ranking instead of the fused one")
+    ablation.add_argument("--dense", choices=("model", "minilm"), default="model",
+                          help="model: the loaded model's vectors; minilm: all-MiniLM-L6-v2's vectors as a strong "
+                               "dense stand-in (eval only), to test the fusion and rerank gates against a good "
+                               "dense ranker")
+    ablation.add_argument("--no-words", dest="words", action="store_false",
+                          help="leave out the model's own words (the third, keyword channel)")
+    parser.add_argument("--cache", type=Path, help="keep the model's embeddings, test queries and rerank scores "
+                                                   "in this file between runs")
+    parser.add_argument("--check-queries", type=int, default=32,
+                        help="test queries the self-check writes (default 32; each costs a short generation)")
     parser.add_argument("--depth", type=int, default=100, help="candidates per first-stage ranker (default 100)")
     parser.add_argument("--baselines", nargs="*", choices=BASELINES, help="also run these text baselines")
     parser.add_argument("--limit", type=int, help="only the first N judged queries")
