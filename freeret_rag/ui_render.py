@@ -227,6 +227,9 @@ def _picture(item: Any) -> tuple[str | None, str | None]:
     return preview, stored or preview
 
 
+WORDS_SHOWN = 12
+
+
 def source_card(number: int, hit: Hit, original: str | None = None, cited: bool = False) -> str:
     """One source under an answer: picture, video player or excerpt; name, place, kind and scores.
 
@@ -254,9 +257,13 @@ def source_card(number: int, hit: Hit, original: str | None = None, cited: bool 
         anchor = f"#page={item.page}" if item.kind == "pdf_page" and item.page else ""
         name = f'<a href="{escape(file_url(original) + anchor)}" target="_blank" rel="noopener">{name}</a>'
     scores = [("rerank p(match)", hit.rerank_score), ("dense cosine", hit.dense_score),
-              ("lexical BM25", hit.lexical_score), ("fused (RRF)", hit.fused_score)]
+              ("lexical BM25", hit.lexical_score), ("fused (RRF)", hit.fused_score),
+              ("final (blend)", hit.final_score)]
     rows = "".join(f"<tr><td>{label}</td><td>{score_text(value)}</td></tr>" for label, value in scores
                    if value is not None)
+    if item.words:  # the model's own words for this item (its keyword channel)
+        rows += f'<tr><td>model\'s words</td><td class="fr-words">{escape(" ".join(item.words[:WORDS_SHOWN]))}</td></tr>'
+
     place = f" <span class=fr-where>· {escape(where)}</span>" if where else ""
     return (f'<figure class="fr-card{" fr-cited" if cited else ""}" data-source="{number}">{media}'
             f'<figcaption><span class="fr-num">{number}</span>{name}{place}'

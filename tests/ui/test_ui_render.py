@@ -148,3 +148,14 @@ def test_reindex_notice_and_model_info():
     assert "reads text only" in info
     assert model_info("org/vlm", {"video", "text", "image"}, "cuda:0 · bfloat16", "v3").split("\n\n")[2] == (
         "**Reads:** text, images, video")
+
+
+def test_source_card_shows_the_models_words_escaped_and_the_final_score():
+    from freeret_rag.items import Hit, Item
+    from freeret_rag.ui_render import source_card
+
+    words = tuple(f"w{n}" for n in range(14)) + ("<b>",)
+    card = source_card(1, Hit(Item("image", source="a.jpg", words=words), final_score=0.5))
+    assert "model's words" in card and "w0 w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11<" in card  # the first 12 only
+    assert "w12" not in card and "<b>" not in card.split("fr-words")[1]
+    assert "<td>final (blend)</td><td>0.500</td>" in card
