@@ -48,7 +48,8 @@ def open_library(args: argparse.Namespace, *, engine: bool = True, allow_mismatc
     from .library import Library
 
     return Library(load_engine(args) if engine else None, args.data_dir, args.chroma_url,
-                   allow_mismatch=allow_mismatch)
+                   allow_mismatch=allow_mismatch, fusion_weights=getattr(args, "fusion_weights", None),
+                   rerank_share=getattr(args, "rerank_share", None))
 
 
 class ProgressBar:

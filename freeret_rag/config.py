@@ -84,6 +84,8 @@ class AppConfig:
     max_answer_tokens: int | None = None
     data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
     chroma_url: str | None = None
+    fusion_weights: tuple[float, float, float] | None = None  # fixed: override the self-check's
+    rerank_share: float | None = None
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     root_path: str | None = None
@@ -95,7 +97,7 @@ class AppConfig:
     rerank: bool = settings.RERANK
     rerank_k: int = settings.RERANK_K
     n_sources: int = settings.N_SOURCES
-    min_relevance: float = settings.MIN_RELEVANCE
+    min_relevance: float | None = settings.MIN_RELEVANCE
     # Concurrency: how many model-bound events run at once (one model on one device: 1) and how
     # many may wait in the queue before new ones are refused.
     concurrency: int = 1

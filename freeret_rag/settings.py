@@ -99,6 +99,21 @@ def parse_bool(value: str, name: str) -> bool:
     raise ConfigError(f"{name}: expected true/false, got {value!r}")
 
 
+def parse_weights(value: str, name: str) -> tuple[float, float, float] | None:
+    """'dense,lexical,words' (a missing words weight is 1) as three non-negative numbers, not all 0."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        weights = [float(part) for part in value.split(",")]
+    except ValueError:
+        raise ConfigError(f"{name}: expected numbers like 1,0.25,0.5, got {value!r}") from None
+    if len(weights) == 2:
+        weights.append(1.0)
+    if len(weights) != 3 or min(weights) < 0 or max(weights) == 0:
+        raise ConfigError(f"{name}: expected 2 or 3 non-negative weights (dense, lexical, words), got {value!r}")
+    return weights[0], weights[1], weights[2]
+
+
 def check_answer_settings(*, top_k: int | None = None, rerank_k: int | None = None, n_sources: int | None = None,
                           min_relevance: float | None = None) -> None:
     """Raise ConfigError unless each given count is at least 1 and min_relevance is a probability."""
@@ -128,6 +143,7 @@ class Flag:
 
 
 GROUP_TITLES = {"model": "model", "storage": "storage",
+                "search": "search (a fixed value overrides what the library's self-check measured)",
                 "answer": "answer defaults (each session can change them in Settings)"}
 
 FLAGS: dict[str, Flag] = {flag.dest: flag for flag in (
@@ -142,6 +158,10 @@ FLAGS: dict[str, Flag] = {flag.dest: flag for flag in (
          "index, page renders and uploaded files"),
     Flag("chroma_url", "--chroma-url", "FREERET_CHROMA_URL", str, None, "storage",
          "use a Chroma server, e.g. http://localhost:8000, instead of the embedded store"),
+    Flag("fusion_weights", "--fusion-weights", "FREERET_FUSION_WEIGHTS", str, None, "search",
+         "fixed RRF weights 'dense,lexical,words', e.g. 1,0.25,0.5 (default: measured)"),
+    Flag("rerank_share", "--rerank-share", "FREERET_RERANK_SHARE", float, None, "search",
+         "fixed share of the rerank in the final order, 0 (off) to 1 (the reranker's order) (default: measured)"),
     Flag("top_k", "--top-k", "FREERET_TOP_K", int, TOP_K, "answer",
          f"candidates fetched by the embedding search (default: {TOP_K})"),
     Flag("rerank", "--rerank", "FREERET_RERANK", bool, RERANK, "answer",
@@ -154,7 +174,7 @@ FLAGS: dict[str, Flag] = {flag.dest: flag for flag in (
          "rerank probability below which a source counts as not relevant; when no source clears it "
          "the app says it found nothing (default: auto, the floor the library's self-check measured)"),
 )}
-COMMON = ("model", "device", "dtype", "data_dir", "chroma_url")
+COMMON = ("model", "device", "dtype", "data_dir", "chroma_url", "fusion_weights", "rerank_share")
 ANSWER = ("top_k", "rerank", "rerank_k", "n_sources", "min_relevance")
 
 
@@ -188,8 +208,10 @@ def _convert(flag: Flag, value: Any) -> Any:
         return value if isinstance(value, bool) else parse_bool(str(value), flag.label)
     if value is None or value == "":
         return flag.default
-    if flag.dest == "min_relevance" and str(value).strip().lower() == "auto":
+    if flag.dest in ("min_relevance", "rerank_share") and str(value).strip().lower() == "auto":
         return None
+    if flag.dest == "fusion_weights":
+        return parse_weights(str(value), flag.label)
     if flag.kind is Path:
         return Path(value).expanduser()
     if flag.kind in (int, float):
@@ -205,6 +227,9 @@ def read_flags(args: argparse.Namespace, names: Sequence[str] = COMMON) -> dict[
     """Typed, checked values of the named shared flags in `args`; raises ConfigError."""
     values = {name: _convert(FLAGS[name], getattr(args, name)) for name in names}
     check_answer_settings(**{name: values[name] for name in ANSWER if name in values and name != "rerank"})
+    share = values.get("rerank_share")
+    if share is not None and not 0.0 <= share <= 1.0:
+        raise ConfigError(f"rerank-share is between 0 and 1, got {share}")
     if values.get("chroma_url") and not re.match(r"^https?://", values["chroma_url"]):
         raise ConfigError(f"chroma-url must start with http:// or https://, got {values['chroma_url']!r}")
     return values

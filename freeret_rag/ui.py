@@ -48,7 +48,8 @@ class FreeRetApp:
             from .library import Library
 
             # An index of another model opens too: the Library panel then offers the re-index.
-            library = Library(self.engine, config.data_dir, chroma_url=config.chroma_url, allow_mismatch=True)
+            library = Library(self.engine, config.data_dir, chroma_url=config.chroma_url, allow_mismatch=True,
+                              fusion_weights=config.fusion_weights, rerank_share=config.rerank_share)
         self.library = library  # thread-safe: writes are serialised, searches run concurrently
 
     # -- what the model is --------------------------------------------------------------------

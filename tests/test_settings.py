@@ -118,14 +118,14 @@ def test_chat_settings_use_the_same_checks():
 
 
 @pytest.mark.parametrize("command", [["add", "x"], ["list"], ["delete", "d"], ["search", "q"], ["reindex"],
-                                     ["eval", "ds"]])
+                                     ["eval", "ds"], ["check"]])
 def test_global_flags_work_after_every_subcommand(command):
     parser = cli.build_parser({})
     flags = ["--model", "m", "--device", "cpu", "--dtype", "float32", "--data-dir", "/d", "--chroma-url",
-             "http://c:1", "-v"]
+             "http://c:1", "--fusion-weights", "1,0.5,0", "--rerank-share", "0.25", "-v"]
     before, after = parser.parse_args(flags + command), parser.parse_args(command + flags)
     expected = {"model": "m", "device": "cpu", "dtype": "float32", "data_dir": Path("/d"),
-                "chroma_url": "http://c:1"}
+                "chroma_url": "http://c:1", "fusion_weights": (1.0, 0.5, 0.0), "rerank_share": 0.25}
     for args in (before, after):
         assert settings.read_flags(args) == expected and args.verbose is True
 
@@ -153,7 +153,23 @@ def test_app_help_still_groups_the_shared_flags(capsys):
         parse_config(["--help"], {})
     text = capsys.readouterr().out
     groups = re.findall(r"^(\w[^\n:]*):$", text, re.M)
-    assert groups == ["options", "model", "storage", "server", "answer defaults (each session can change them in "
-                                                                 "Settings)"]
+    assert groups == ["options", "model", "storage", "server",
+                      "search (a fixed value overrides what the library's self-check measured)",
+                      "answer defaults (each session can change them in Settings)"]
     for flag in settings.FLAGS.values():
         assert flag.option in text and flag.env in text
+
+
+def test_fixed_search_settings_parse_and_reach_the_library(tmp_path):
+    assert settings.parse_weights("1,0.25,0.5", "w") == (1.0, 0.25, 0.5)
+    assert settings.parse_weights("1,0", "w") == (1.0, 0.0, 1.0)  # no words weight given: 1
+    assert settings.parse_weights("auto", "w") is None
+    for bad in ("0,0,0", "1,-1", "a,b", "1,2,3,4"):
+        with pytest.raises(settings.ConfigError):
+            settings.parse_weights(bad, "w")
+    config = parse_config(["--fusion-weights", "0,1,0", "--rerank-share", "0"], {})
+    assert config.fusion_weights == (0.0, 1.0, 0.0) and config.rerank_share == 0.0
+    args = cli.build_parser({}).parse_args(["--data-dir", str(tmp_path), "list", "--fusion-weights", "1,0,0"])
+    assert settings.read_flags(args, settings.COMMON)["fusion_weights"] == (1.0, 0.0, 0.0)
+    with pytest.raises(settings.ConfigError, match="rerank-share is between 0 and 1"):
+        parse_config(["--rerank-share", "1.5"], {})
