@@ -154,8 +154,8 @@ def test_app_help_still_groups_the_shared_flags(capsys):
     text = capsys.readouterr().out
     groups = re.findall(r"^(\w[^\n:]*):$", text, re.M)
     assert groups == ["options", "model", "storage", "server",
-                      "search (a fixed value overrides what the library's self-check measured)",
-                      "answer defaults (each session can change them in Settings)"]
+                      "answer defaults (each session can change them in Settings)",
+                      "search (a fixed value overrides what the library's self-check measured)"]
     for flag in settings.FLAGS.values():
         assert flag.option in text and flag.env in text
 
