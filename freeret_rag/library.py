@@ -193,7 +193,7 @@ class Library:
     def __init__(self, engine: Any | None, data_dir: str | Path | None = None, chroma_url: str | None = None, *,
                  allow_mismatch: bool = False, batch_size: int = 8,
                  fusion_weights: tuple[float, ...] | dict[str, tuple[float, float, float]] | None = None,
-                 media_settings: MediaSettings = MediaSettings(), self_check: bool | None = None,
+                 media_settings: MediaSettings = MediaSettings(), self_check: bool | str | None = None,
                  rerank_share: float | None = None, words: bool = True) -> None:
         self.engine = engine
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
@@ -203,8 +203,9 @@ class Library:
         self._fixed_fusion_weights = as_weight_map(fusion_weights) if fusion_weights is not None else None
         self._fixed_share = rerank_share
         #: Run the self-check at the end of indexing when the library changed by half (selfcheck.py).
-        self.auto_self_check = self_check if self_check is not None else \
+        self.auto_self_check: bool | str = self_check if self_check is not None else \
             os.environ.get("FREERET_SELF_CHECK", "1").lower() not in ("0", "false", "no", "off")
+        self._check_thread: threading.Thread | None = None
         #: Index the model's own words per item and search them as a third channel.
         self.use_words = words
         self._checked: tuple[str, SelfCheck | None] | None = None  # (index name, cached result)
@@ -597,9 +598,23 @@ class Library:
         return result
 
     def _after_change(self, emit: ProgressCallback) -> None:
-        """At the end of indexing: re-measure when the library changed by half (never in a question)."""
+        """At the end of indexing: re-measure when the library changed by half (never in a question).
+
+        With `self_check="background"` (the web app) it runs in a thread of its own, so the upload
+        finishes at once; its model calls queue behind the engine's lock like any other."""
         if not self.auto_self_check or self.engine is None or not self.self_check_stale:
             return
+        if self.auto_self_check == "background":
+            with self._lock:
+                if self._check_thread is not None and self._check_thread.is_alive():
+                    return  # one at a time; the next upload re-checks staleness
+                self._check_thread = threading.Thread(target=self._check_now, args=(lambda event: None,),
+                                                      name="freeret-self-check", daemon=True)
+                self._check_thread.start()
+            return
+        self._check_now(emit)
+
+    def _check_now(self, emit: ProgressCallback) -> None:
         emit(Progress("check", "", 0, 0, message="checking how well the model finds your items ..."))
         try:
             result = self.self_check(lambda line: emit(Progress("check", "", 0, 0, message=line)))

@@ -155,3 +155,18 @@ def test_fixed_settings_override_the_measurement(tmp_path, fixed):
     assert library.fusion_weights == {"*": fixed} and library.rerank_share == 0.0
     query, target = next(iter(engine.written.items()))
     assert library.search(query, k=1, rerank=False)[0].item.text != target  # BM25 alone is misled, as fixed
+
+
+def test_background_mode_returns_at_once_and_measures_in_a_thread(tmp_path):
+    import threading
+
+    engine = ScriptedEngine()
+    release = threading.Event()
+    original = engine.write_query
+    engine.write_query = lambda item: release.wait(60) and original(item)  # held until the upload returned
+    library = Library(engine, tmp_path / "data", self_check="background")
+    report = library.add([make_files(tmp_path / "notes", 0, N_FILES)])
+    assert len(report.added) == N_FILES and library.self_check_result is None  # add did not wait for it
+    release.set()
+    library._check_thread.join(60)
+    assert library.self_check_result is not None and library.self_check_result.size == N_FILES
