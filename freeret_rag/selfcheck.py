@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from . import fusion
+from .errors import UnsupportedModalityError
 from .items import Hit, Item, Query
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,11 @@ def measure(engine: Any, items: Sequence[Item], search_channels: Callable[[Query
         sample = sample_items(items, limit)
         for number, item in enumerate(sample, 1):
             progress(f"self-check: writing test query {number}/{len(sample)}")
-            text = clean_query(engine.write_query(item))
+            try:
+                text = clean_query(engine.write_query(item))
+            except UnsupportedModalityError:  # an image for a text-only model: it cannot write about it
+                check.rejected += 1
+                continue
             if not text or len(text.split()) > MAX_QUERY_WORDS or is_verbatim(text, item.text):
                 check.rejected += 1
                 continue

@@ -170,3 +170,12 @@ def test_background_mode_returns_at_once_and_measures_in_a_thread(tmp_path):
     release.set()
     library._check_thread.join(60)
     assert library.self_check_result is not None and library.self_check_result.size == N_FILES
+
+
+def test_items_the_model_cannot_read_are_skipped_not_fatal(tiny_engine, tmp_path):
+    from freeret_rag import selfcheck as sc
+
+    engine = tiny_engine("llama")  # text-only: cannot write about an image without text
+    items = [Item("image", images=(str(tmp_path / "x.jpg"),), item_id=f"i{n}") for n in range(3)]
+    check = sc.measure(engine, items, lambda query: {}, lambda item_id: "image", 3)
+    assert check.rejected == 3 and not check.measured
