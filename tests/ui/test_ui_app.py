@@ -293,7 +293,7 @@ def test_spaces_gpu_wraps_every_model_call_and_splits_indexing(make_app, media, 
     calls.clear()
     _, chatbot, _ = run_chat(app, "Which beetles eat aphids?")
     assert "fr-card" in chatbot[-1]["content"]
-    assert len(calls) == 3  # embed_query, rerank, answer_stream: each its own GPU call
+    assert len(calls) == 3  # the query's embedding (with its words), rerank, answer_stream: each its own GPU call
     # ZeroGPU dispatches on inspect.isgeneratorfunction: the streaming call must be one, the others not
     assert kinds == {"call": False, "stream": True}
 
