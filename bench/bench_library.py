@@ -1,6 +1,6 @@
 """Library benchmark: ingestion throughput and memory on the sample files, query latency at 10k items.
 
-    python bench/bench_library.py                 # tiny offline qwen2_vl model, samples from ../shared
+    python bench/bench_library.py                 # tiny offline qwen2_vl model, samples from tests/data/samples
     python bench/bench_library.py --model DIR --samples DIR --items 10000 --dim 1536
 
 Part 1 ingests the samples (each file type separately) through `Library.add` and prints pages/s,

@@ -97,7 +97,7 @@ def _shared_samples() -> Path:
 
 @pytest.fixture
 def samples_dir(tmp_path) -> Path:
-    """A writable temp COPY of the shared sample files (never write into /work/shared)."""
+    """A writable temp COPY of the sample files shipped in tests/data/samples."""
     src = _shared_samples()
     dst = tmp_path / "samples"
     dst.mkdir()
