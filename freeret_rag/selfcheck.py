@@ -19,7 +19,10 @@ It runs at the end of indexing, never inside a user's question.
 
 Queries that merely copy a run of the item's words are rejected (they would favour BM25), and so
 are replies too long to be a query (small models chat instead): the self-check is meant to look
-like a user's question, not a verbatim span.
+like a user's question, not a verbatim span. Only when the model writes fewer than MIN_QUERIES
+usable ones do 12-word spans from the middle of the sampled items' text stand in (and the result
+says so): biased towards keyword search, but BM25 does not depend on the model, so that is the
+safe side when the model itself cannot be measured.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ DEPTH = 50  # candidates per channel, as a search draws them
 RERANK_K = 10
 COPY_RUN = 5  # a query that repeats this many consecutive words of its item is a verbatim span
 MAX_QUERY_WORDS = 12  # longer replies are chatter, not a query
+SPAN_WORDS = 12  # stand-in queries: a span this long from the middle of an item's text
 STAGES = ("dense", "lexical", "words", "plain", "fused", "reranked", "final")
 DEFAULT_SHARE = 0.5  # rerank share before anything is measured
 
@@ -80,6 +84,16 @@ def is_verbatim(query: str, text: str, run: int = COPY_RUN) -> bool:
     return any(" " + " ".join(words[i:i + size]) + " " in source for i in range(len(words) - size + 1))
 
 
+def middle_span(text: str, words: int = SPAN_WORDS) -> str:
+    """`words` consecutive words from the middle of a text with at least twice as many ("" otherwise):
+    the stand-in test query when the model cannot write usable ones (it favours keyword search)."""
+    tokens = text.split()
+    if len(tokens) < 2 * words:
+        return ""
+    start = (len(tokens) - words) // 2
+    return " ".join(tokens[start:start + words])
+
+
 def clean_query(raw: str) -> str:
     """First line of the model's reply, without labels, quotes or trailing punctuation clutter."""
     line = next((part for part in raw.strip().splitlines() if part.strip()), "")
@@ -97,6 +111,7 @@ class SelfCheck:
     size: int  # items in the index when measured
     queries: list[dict[str, str]] = field(default_factory=list)  # {"query", "target", "kind", "label"}
     rejected: int = 0  # queries dropped as empty or verbatim
+    spans: int = 0  # stand-in queries (verbatim spans) used because the model wrote too few
     mrr: dict[str, float] = field(default_factory=dict)  # stage -> MRR over all queries
     mrr_by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
     weights: dict[str, list[float]] = field(default_factory=dict)  # kind or "*" -> (dense, lexical, words)
@@ -135,9 +150,14 @@ class SelfCheck:
             return [f"Not measured yet: the library had {self.size} item(s) and gave {len(self.queries)} usable "
                     f"test queries (at least {MIN_QUERIES} are needed). Plain fusion and a half-weight rerank apply."]
         mrr = self.mrr
-        lines = [f"The model wrote {len(self.queries)} test queries for a sample of your {self.size} items "
+        written = len(self.queries) - self.spans
+        lines = [f"The model wrote {written} usable test queries for a sample of your {self.size} items "
                  f"({', '.join(f'{n} {k}' for k, n in self._kind_counts().items())}); "
-                 f"{self.rejected} were dropped as copies of the item's own words. Measured in {self.seconds:.0f} s."]
+                 f"{self.rejected} were dropped (copies of the item's words, chatter, or items it cannot read). "
+                 f"Measured in {self.seconds:.0f} s."]
+        if self.spans:
+            lines.append(f"That was too few, so {self.spans} passages of your items' own text stood in as test "
+                         "queries: they favour keyword search, the safe side when the model cannot be measured.")
         lines.append("Found at rank 1/MRR: " + ", ".join(
             f"{stage} {mrr[stage]:.2f}" for stage in STAGES if stage in mrr) + ".")
         dense, lexical, words = self.weights.get("*", fusion.PLAIN)
@@ -194,6 +214,12 @@ def measure(engine: Any, items: Sequence[Item], search_channels: Callable[[Query
                 check.rejected += 1
                 continue
             written.append((text, item))
+        if len(written) < MIN_QUERIES:  # the model could not write enough: its items' own words stand in
+            have = {item.item_id for _, item in written}
+            spans = [(span, item) for item in sample if item.item_id not in have
+                     for span in [middle_span(item.text)] if span]
+            check.spans = len(spans)
+            written += spans
         queries = written
     check.queries = [{"query": text, "target": item.item_id, "kind": item.kind, "label": item.label}
                      for text, item in queries]

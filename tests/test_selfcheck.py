@@ -179,3 +179,21 @@ def test_items_the_model_cannot_read_are_skipped_not_fatal(tiny_engine, tmp_path
     items = [Item("image", images=(str(tmp_path / "x.jpg"),), item_id=f"i{n}") for n in range(3)]
     check = sc.measure(engine, items, lambda query: {}, lambda item_id: "image", 3)
     assert check.rejected == 3 and not check.measured
+
+
+def test_too_few_written_queries_are_topped_up_with_spans_of_the_items_text(tmp_path):
+    engine = ScriptedEngine()
+    engine.write_query = lambda item: "I'm ready to help! " * 5  # chatter: every reply is rejected
+    library = Library(engine, tmp_path / "data", self_check=False)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    texts = [" ".join(f"w{i}x{j}" for j in range(30)) for i in range(6)]
+    for i, text in enumerate(texts):
+        (notes / f"n{i}.txt").write_text(text)
+    library.add([notes])
+    check = library.self_check()
+    assert check.rejected == 6 and check.spans == 6 and check.measured
+    # by hand: words 9..20 of each 30-word text, and each finds its own item by keywords
+    assert {q["query"] for q in check.queries} == {" ".join(t.split()[9:21]) for t in texts}
+    assert check.mrr["lexical"] == 1.0 and any("stood in" in line for line in check.describe())
+    assert selfcheck.middle_span("too short") == ""
