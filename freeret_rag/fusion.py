@@ -89,16 +89,25 @@ def weight_grid(channels: Sequence[str] = CHANNELS) -> list[Weights]:
 
 
 def best_weights(queries: Sequence[Mapping[str, Sequence[str]]], targets: Sequence[str],
-                 kind_of: Callable[[str], str], channels: Sequence[str] = CHANNELS) -> tuple[Weights, float]:
-    """The grid triple with the highest MRR of the fused ranking over these queries (ties: nearest plain)."""
+                 kind_of: Callable[[str], str], channels: Sequence[str] = CHANNELS,
+                 min_gain: float = 0.0) -> tuple[Weights, float]:
+    """The grid triple with the highest MRR of the fused ranking over these queries (ties: nearest plain).
+
+    A mix must beat the best single channel by more than `min_gain` MRR, else that channel alone is
+    returned: on a handful of test queries a small gain is noise, and one channel is the simpler bet.
+    """
+    def mrr(combo: Weights) -> float:
+        return mean_reciprocal_rank([ordered(fuse(rankings, {"*": combo}, kind_of)) for rankings in queries], targets)
+
     best: tuple[Weights, float] | None = None
     for combo in weight_grid(channels):
-        fused = [ordered(fuse(rankings, {"*": combo}, kind_of)) for rankings in queries]
-        score = mean_reciprocal_rank(fused, targets)
+        score = mrr(combo)
         if best is None or score > best[1] + 1e-12:
             best = (combo, score)
     assert best is not None
-    return best
+    singles = [tuple(1.0 if c == channel else 0.0 for c in CHANNELS) for channel in CHANNELS if channel in channels]
+    single = max(((combo, mrr(combo)) for combo in singles), key=lambda pair: pair[1])  # first on ties
+    return single if best[1] <= single[1] + min_gain else best  # type: ignore[return-value]
 
 
 def blend(first_stage: Sequence[str], rerank_scores: Mapping[str, float], share: float) -> list[str]:

@@ -239,7 +239,8 @@ def measure(engine: Any, items: Sequence[Item], search_channels: Callable[[Query
            for channel in channels}
     plain = [fusion.ordered(fusion.fuse(r, {"*": fusion.PLAIN}, kind_of)) for r in rankings]
     mrr["plain"] = fusion.mean_reciprocal_rank(plain, targets)
-    best, mrr["fused"] = fusion.best_weights(rankings, targets, kind_of, channels)
+    noise = 0.5 / len(queries)  # a mix must win by more than half a query moving up one place
+    best, mrr["fused"] = fusion.best_weights(rankings, targets, kind_of, channels, noise)
     weights: dict[str, fusion.Weights] = {"*": best}
     kinds = sorted({item.kind for _, item in queries})
     if len(kinds) > 1:
@@ -247,7 +248,7 @@ def measure(engine: Any, items: Sequence[Item], search_channels: Callable[[Query
             idx = [i for i, (_, item) in enumerate(queries) if item.kind == kind]
             if len(idx) >= MIN_KIND_QUERIES:
                 own, own_mrr = fusion.best_weights([rankings[i] for i in idx], [targets[i] for i in idx], kind_of,
-                                                   channels)
+                                                   channels, 0.5 / len(idx))
                 general = fusion.mean_reciprocal_rank(
                     [fusion.ordered(fusion.fuse(rankings[i], {"*": best}, kind_of)) for i in idx], [targets[i] for i in idx])
                 if own != best and own_mrr > general:

@@ -122,3 +122,19 @@ def test_library_search_passes_its_weights_in_order(tmp_path):
     lexical = Library(_FixedQueryEngine(), tmp_path / "data", fusion_weights=(0.0, 1.0, 0.0))
     assert dense.search("quokka", k=1, rerank=False)[0].item.item_id == "d:a"
     assert lexical.search("quokka", k=1, rerank=False)[0].item.item_id == "d:c"
+
+
+def test_a_mix_must_beat_the_best_single_channel_by_more_than_the_noise():
+    # q0: lexical finds the target 2nd, dense 1st -> a mix puts it 1st; q1, q2: lexical 1st, dense 2nd
+    queries = [{"dense": ["t0", "z"], "lexical": ["x", "t0"]},
+               {"dense": ["a", "t1"], "lexical": ["t1", "a"]},
+               {"dense": ["b", "t2"], "lexical": ["t2", "b"]}]
+    targets = ["t0", "t1", "t2"]
+    kind = lambda i: "text"
+    mixed, mixed_mrr = fusion.best_weights(queries, targets, kind, ("dense", "lexical"))
+    lexical_alone = fusion.mean_reciprocal_rank([q["lexical"] for q in queries], targets)
+    assert lexical_alone == pytest.approx((0.5 + 1 + 1) / 3) and mixed_mrr > lexical_alone
+    gain = mixed_mrr - lexical_alone
+    assert fusion.best_weights(queries, targets, kind, ("dense", "lexical"), min_gain=gain + 1e-9) \
+        == ((0.0, 1.0, 0.0), lexical_alone)
+    assert fusion.best_weights(queries, targets, kind, ("dense", "lexical"), min_gain=gain / 2)[0] == mixed
