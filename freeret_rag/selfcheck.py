@@ -21,8 +21,8 @@ Queries that merely copy a run of the item's words are rejected (they would favo
 are replies too long to be a query (small models chat instead): the self-check is meant to look
 like a user's question, not a verbatim span. Only when the model writes fewer than MIN_QUERIES
 usable ones do 12-word spans from the middle of the sampled items' text stand in (and the result
-says so): biased towards keyword search, but BM25 does not depend on the model, so that is the
-safe side when the model itself cannot be measured.
+says so), less their 4 rarest words in the library: users seldom type an item's identifiers and
+names, and spans that keep them favour keyword search.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import logging
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from . import fusion
 from .errors import UnsupportedModalityError
@@ -48,7 +48,8 @@ DEPTH = 50  # candidates per channel, as a search draws them
 RERANK_K = 10
 COPY_RUN = 5  # a query that repeats this many consecutive words of its item is a verbatim span
 MAX_QUERY_WORDS = 12  # longer replies are chatter, not a query
-SPAN_WORDS = 12  # stand-in queries: a span this long from the middle of an item's text
+SPAN_WORDS = 12  # stand-in queries: a span this long from the middle of an item's text ...
+SPAN_DROP = 4  # ... less its rarest words
 STAGES = ("dense", "lexical", "words", "plain", "fused", "reranked", "final")
 DEFAULT_SHARE = 0.5  # rerank share before anything is measured
 
@@ -84,14 +85,34 @@ def is_verbatim(query: str, text: str, run: int = COPY_RUN) -> bool:
     return any(" " + " ".join(words[i:i + size]) + " " in source for i in range(len(words) - size + 1))
 
 
-def middle_span(text: str, words: int = SPAN_WORDS) -> str:
-    """`words` consecutive words from the middle of a text with at least twice as many ("" otherwise):
-    the stand-in test query when the model cannot write usable ones (it favours keyword search)."""
+def middle_span(text: str, words: int = SPAN_WORDS, document_frequency: Mapping[str, int] | None = None,
+                drop: int = SPAN_DROP) -> str:
+    """A stand-in test query: `words` consecutive words from the middle of a text with at least twice
+    as many ("" otherwise), less its `drop` rarest words by `document_frequency` (how many items of
+    the library contain the word). Users rarely type an item's rarest terms (its identifiers and
+    names); a span that keeps them would favour keyword search even more."""
     tokens = text.split()
     if len(tokens) < 2 * words:
         return ""
     start = (len(tokens) - words) // 2
-    return " ".join(tokens[start:start + words])
+    span = tokens[start:start + words]
+    if document_frequency and drop:
+        def df(token: str) -> int:
+            found = _WORD.findall(token.lower())
+            return min((document_frequency.get(word, 0) for word in found), default=0)
+
+        rarest = set(sorted(range(len(span)), key=lambda i: (df(span[i]), i))[:drop])
+        span = [token for i, token in enumerate(span) if i not in rarest]
+    return " ".join(span)
+
+
+def document_frequencies(items: Sequence[Item]) -> dict[str, int]:
+    """word -> number of items whose text contains it (lowercase alphanumeric words)."""
+    counts: dict[str, int] = {}
+    for item in items:
+        for word in set(_WORD.findall(item.text.lower())):
+            counts[word] = counts.get(word, 0) + 1
+    return counts
 
 
 def clean_query(raw: str) -> str:
@@ -216,8 +237,9 @@ def measure(engine: Any, items: Sequence[Item], search_channels: Callable[[Query
             written.append((text, item))
         if len(written) < MIN_QUERIES:  # the model could not write enough: its items' own words stand in
             have = {item.item_id for _, item in written}
+            frequencies = document_frequencies(items)
             spans = [(span, item) for item in sample if item.item_id not in have
-                     for span in [middle_span(item.text)] if span]
+                     for span in [middle_span(item.text, document_frequency=frequencies)] if span]
             check.spans = len(spans)
             written += spans
         queries = written

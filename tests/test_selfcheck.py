@@ -193,7 +193,13 @@ def test_too_few_written_queries_are_topped_up_with_spans_of_the_items_text(tmp_
     library.add([notes])
     check = library.self_check()
     assert check.rejected == 6 and check.spans == 6 and check.measured
-    # by hand: words 9..20 of each 30-word text, and each finds its own item by keywords
-    assert {q["query"] for q in check.queries} == {" ".join(t.split()[9:21]) for t in texts}
+    # by hand: words 9..20 of each 30-word text, less its 4 rarest (all occur once: the first four go)
+    assert {q["query"] for q in check.queries} == {" ".join(t.split()[13:21]) for t in texts}
     assert check.mrr["lexical"] == 1.0 and any("stood in" in line for line in check.describe())
     assert selfcheck.middle_span("too short") == ""
+    text = " ".join(["common"] * 9 + ["rare1", "common", "rare2", "common", "common"] + ["common"] * 10)
+    # words 6..17 hold rare1 and rare2 (frequency 1); the other two dropped are the first 'common's
+    assert selfcheck.middle_span(text, document_frequency={"common": 5, "rare1": 1, "rare2": 1}) \
+        == " ".join(["common"] * 8)
+    assert selfcheck.document_frequencies([Item("text", text="A a b"), Item("text", text="b c")]) \
+        == {"a": 1, "b": 2, "c": 1}
