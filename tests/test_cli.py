@@ -192,7 +192,8 @@ def test_check_measures_stores_and_shows_the_self_check(tiny_model_dirs, src, tm
     code, out, _ = run(capsys, *base, "check", "--json", "-q")  # nothing stored yet: measured now
     stored = json.loads(out)
     assert code == 0 and stored["size"] == 8 and stored["model_id"] == str(tiny_model_dirs["qwen2_vl"])
-    assert len(stored["queries"]) + stored["rejected"] == 8  # one test query written per sampled item
+    # one test query written per sampled item (kept or rejected); spans stand in when too few were kept
+    assert len(stored["queries"]) - stored["spans"] + stored["rejected"] == 8
     code, out, _ = run(capsys, *base, "check")  # shown from the index, not measured again
     assert code == 0 and out.startswith("self-check of ") and "\n- " in out
     from freeret_rag.library import Library
