@@ -143,7 +143,7 @@ def _pipeline(library: Any, engine: Any, question: str, image: ImageLike | None,
     yield ChatEvent("status", "Searching your library ...", query=query_text)
     floor = relevance_floor(settings, library)
     hits = library.search(Query(query_text, image), k=settings.top_k, rerank=settings.rerank,
-                          rerank_k=settings.rerank_k, **({"score_head": True} if floor is not None else {}))
+                          rerank_k=settings.rerank_k, score_head=floor is not None)
     sources = select_sources(hits, settings, floor)
     if not sources:
         yield ChatEvent("nothing", NOTHING_RELEVANT, query=query_text)

@@ -28,7 +28,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from . import fusion, selfcheck
 from .settings import RERANK_K
@@ -63,6 +63,12 @@ where whether which while who whom whose why will with within without would yes 
 yourselves okay sure well thing things something anything nothing word words output based answer query image
 page passage text video clip document
 """.split())
+
+
+def self_check_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """False where FREERET_SELF_CHECK turns the automatic self-check off (0, false, no, off)."""
+    environ = os.environ if environ is None else environ
+    return environ.get("FREERET_SELF_CHECK", "1").lower() not in ("0", "false", "no", "off")
 
 
 def content_words(words: Sequence[tuple[str, float]], keep: int) -> tuple[str, ...]:
@@ -203,8 +209,7 @@ class Library:
         self._fixed_fusion_weights = as_weight_map(fusion_weights) if fusion_weights is not None else None
         self._fixed_share = rerank_share
         #: Run the self-check at the end of indexing when the library changed by half (selfcheck.py).
-        self.auto_self_check: bool | str = self_check if self_check is not None else \
-            os.environ.get("FREERET_SELF_CHECK", "1").lower() not in ("0", "false", "no", "off")
+        self.auto_self_check: bool | str = self_check if self_check is not None else self_check_enabled()
         self._check_thread: threading.Thread | None = None
         #: Index the model's own words per item and search them as a third channel.
         self.use_words = words
@@ -588,7 +593,7 @@ class Library:
         engine = self._engine()
         items = self.store.all_items()
         channels = fusion.CHANNELS if self.use_words and len(self.store.words) else ("dense", "lexical")
-        search = lambda query: self._channel_rankings(query, selfcheck.DEPTH)  # noqa: E731
+        search = lambda query: self.channel_rankings(query, selfcheck.DEPTH)  # noqa: E731
         result = selfcheck.measure(engine, items, search, self.store.kind_of, len(self.store), channels,
                                    progress or (lambda line: None), limit=limit)
         with self._writing():
@@ -651,7 +656,7 @@ class Library:
         return result.floor if result is not None and result.measured else None
 
     # -- searching -------------------------------------------------------------------------------
-    def _embed_query(self, query: Query) -> tuple[Any, list[str]]:
+    def embed_query(self, query: Query) -> tuple[Any, list[str]]:
         """The query vector and (with the words channel on) the model's own top words for it."""
         engine = self._engine()
         if self.use_words and len(self.store.words) and hasattr(engine, "embed_query_with_words"):
@@ -659,8 +664,9 @@ class Library:
             return vector, list(content_words(words, QUERY_WORDS))
         return engine.embed_query(query), []
 
-    def _channel_rankings(self, query: Query, depth: int) -> dict[str, list[str]]:
-        vector, words = self._embed_query(query)
+    def channel_rankings(self, query: Query, depth: int) -> dict[str, list[str]]:
+        """The first-stage rankings of a query, one per channel (what the self-check measures)."""
+        vector, words = self.embed_query(query)
         return self.store.channels(vector, query.text, depth, query_words=words)[0]
 
     def search(self, query: Query | str, k: int = 10, kinds: Sequence[ItemKind] | None = None,
@@ -678,7 +684,7 @@ class Library:
         self.refresh()  # never answer from a document another process deleted
         if not len(self.store):
             return []
-        vector, words = self._embed_query(query)
+        vector, words = self.embed_query(query)
         depth = depth or max(2 * k, rerank_k, 50)
         hits = self.store.search(vector, query.text, depth, kinds, doc_ids, self.fusion_weights, words)
         share = self.rerank_share

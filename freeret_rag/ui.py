@@ -30,14 +30,6 @@ __all__ = ["CSS", "FileStatus", "FreeRetApp", "IngestResult", "build_blocks", "l
            "render_progress", "theme"]
 
 
-def background_check() -> bool | str:
-    """The app runs the self-check in the background after uploads (FREERET_SELF_CHECK=0: never)."""
-    import os
-
-    off = os.environ.get("FREERET_SELF_CHECK", "1").lower() in ("0", "false", "no", "off")
-    return False if off else "background"
-
-
 class FreeRetApp:
     """The model, the library and every UI callback (browser-independent, unit-testable)."""
 
@@ -53,12 +45,12 @@ class FreeRetApp:
                                              dtype=config.dtype, **extra)
         self.engine = for_spaces(engine)
         if library is None:
-            from .library import Library
+            from .library import Library, self_check_enabled
 
             # An index of another model opens too: the Library panel then offers the re-index.
             library = Library(self.engine, config.data_dir, chroma_url=config.chroma_url, allow_mismatch=True,
                               fusion_weights=config.fusion_weights, rerank_share=config.rerank_share,
-                              self_check=background_check())
+                              self_check="background" if self_check_enabled() else False)
         self.library = library  # thread-safe: writes are serialised, searches run concurrently
 
     # -- what the model is --------------------------------------------------------------------

@@ -9,7 +9,6 @@ progress list.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import time
@@ -34,18 +33,11 @@ class IngestResult:
     files: list[FileStatus] = field(default_factory=list)
 
 
-def content_digest(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def keep_upload(path: Path, upload_dir: Path) -> Path:
     """Copy an upload out of Gradio's temporary folder into `upload_dir` (once per content)."""
-    target = upload_dir / content_digest(path)[:16] / path.name
+    from .library import file_sha256  # the library's own content hash (its doc_id is the same prefix)
+
+    target = upload_dir / file_sha256(path)[:16] / path.name
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)

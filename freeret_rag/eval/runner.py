@@ -103,16 +103,22 @@ def timed(call: Callable[[], Any]) -> tuple[Any, float]:
     return result, (time.perf_counter() - started) * 1000
 
 
+def _every_tenth(line: str) -> bool:
+    """Progress lines "... n/total": keep every tenth and the last."""
+    done, _, total = line.rpartition(" ")[2].partition("/")
+    return done.isdigit() and total.isdigit() and (int(done) % 10 == 0 or done == total)
+
+
 def self_checks(engine: Any, library: Any, words: bool, limit: int, log: Callable[[str], None]) -> dict[str, Any]:
     """The library's self-check (all channels), and its decisions without the words channel on the
     same test queries: {"all": SelfCheck, "nowords": SelfCheck | None}."""
-    main = library.self_check(lambda line: log("  " + line) if line.endswith("0") else None, limit=limit)
+    main = library.self_check(lambda line: log("  " + line) if _every_tenth(line) else None, limit=limit)
     out: dict[str, Any] = {"all": main, "nowords": None}
     if words and main.measured and "words" in main.channels:
         by_id = {item.item_id: item for item in library.store.all_items()}
         queries = [(q["query"], by_id[q["target"]]) for q in main.queries if q["target"] in by_id]
         out["nowords"] = selfcheck.measure(
-            engine, list(by_id.values()), lambda query: library._channel_rankings(query, selfcheck.DEPTH),
+            engine, list(by_id.values()), lambda query: library.channel_rankings(query, selfcheck.DEPTH),
             library.store.kind_of, len(library.store), ("dense", "lexical"), queries=queries)
     return out
 
@@ -141,7 +147,7 @@ def run_queries(engine: Any, library: Any, dataset: BeirDataset, qids: Sequence[
             log(f"  query {number}/{len(qids)}")
         query = query_of(dataset, qid)
         try:
-            (vector, words), embed_ms = timed(lambda: library._embed_query(query))
+            (vector, words), embed_ms = timed(lambda: library.embed_query(query))
         except UnsupportedModalityError:
             skipped.append(qid)  # an image query for a text-only model
             continue

@@ -118,10 +118,6 @@ class DenseStandIn(_Wrapper):
     def model_id(self) -> str:
         return f"{self.engine.model_id}+minilm-dense"
 
-    @property
-    def hidden_size(self) -> int:
-        return self.encoder.model.config.hidden_size
-
     def embed_with_words(self, items: Sequence[Item], batch_size: int | None = None, top_words: int = 24):
         _, words = self.engine.embed_with_words(items, batch_size=batch_size, top_words=top_words)
         return self.encoder.encode([item.text for item in items]), words
