@@ -12,7 +12,7 @@ import torch
 from . import prompts
 from .inputs import Prompt, encode, sample_frames
 from .items import Hit, ImageLike, open_image
-from .models import LoadedModel
+from .models import FULL_BUDGET, LoadedModel, VisualBudget
 
 CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 
@@ -172,7 +172,8 @@ class _StopWhenSet:
 
 
 def stream_generate(lm: LoadedModel, prompt: Prompt, max_new_tokens: int, max_image_side: int,
-                    lock: threading.Lock, repetition_penalty: float = 1.05, stop_loops: bool = True) -> Iterator[str]:
+                    lock: threading.Lock, repetition_penalty: float = 1.05, stop_loops: bool = True,
+                    budget: VisualBudget = FULL_BUDGET) -> Iterator[str]:
     """Yield decoded text pieces as the model writes them.
 
     Repetition control for small models, which loop ("the Falcon launch date and the Falcon launch
@@ -187,7 +188,7 @@ def stream_generate(lm: LoadedModel, prompt: Prompt, max_new_tokens: int, max_im
     """
     from transformers import StoppingCriteriaList
 
-    inputs = encode(lm, [prompt], max_image_side=max_image_side, with_positions=False)
+    inputs = encode(lm, [prompt], max_image_side=max_image_side, with_positions=False, budget=budget)
     criteria = [_StopWhenSet(reader_gone := threading.Event())]
     if stop_loops:
         criteria.append(_StopOnLoop(inputs["input_ids"].shape[1]))
@@ -216,8 +217,8 @@ def stream_generate(lm: LoadedModel, prompt: Prompt, max_new_tokens: int, max_im
 
 
 def generate_text(lm: LoadedModel, prompt: Prompt, max_new_tokens: int, lock: threading.Lock,
-                  max_image_side: int = 1024) -> str:
-    return "".join(stream_generate(lm, prompt, max_new_tokens, max_image_side, lock)).strip()
+                  max_image_side: int = 1024, budget: VisualBudget = FULL_BUDGET) -> str:
+    return "".join(stream_generate(lm, prompt, max_new_tokens, max_image_side, lock, budget=budget)).strip()
 
 
 def clean_rewrite(raw: str) -> str:

@@ -24,8 +24,8 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from .inputs import Prompt, batches, encode
-from .models import LoadedModel
+from .inputs import Prompt, encoded_batches
+from .models import FULL_BUDGET, LoadedModel, VisualBudget
 
 EmbedPoint = Literal["attn", "final", "mean"]
 EMBED_POINTS: tuple[EmbedPoint, ...] = ("attn", "final", "mean")
@@ -128,12 +128,11 @@ def _check_point(point: str) -> None:
 
 
 def _run(lm: LoadedModel, prompts: Sequence[Prompt], point: EmbedPoint, batch_size: int, max_image_side: int,
-         words_k: int | None) -> tuple[np.ndarray, list[Words]]:
+         words_k: int | None, budget: VisualBudget) -> tuple[np.ndarray, list[Words]]:
     _check_point(point)
     out = np.zeros((len(prompts), lm.hidden_size), dtype=np.float32)
     words: list[Words] = [[] for _ in prompts]
-    for indices, chunk in batches(prompts, batch_size):
-        inputs = encode(lm, chunk, max_image_side=max_image_side)
+    for indices, inputs in encoded_batches(lm, prompts, batch_size, max_image_side, budget):
         if point == "attn":
             vectors = attention_output_at_last_position(lm, inputs)
             logits = next_token_logits(lm, vectors) if words_k is not None else None
@@ -151,15 +150,18 @@ def _run(lm: LoadedModel, prompts: Sequence[Prompt], point: EmbedPoint, batch_si
 
 @torch.inference_mode()
 def embed_prompts(lm: LoadedModel, prompts: Sequence[Prompt], point: EmbedPoint = "attn", batch_size: int = 8,
-                  max_image_side: int = 1024) -> np.ndarray:
-    """L2-normalised float32 vectors, one row per prompt, in input order."""
-    return _run(lm, prompts, point, batch_size, max_image_side, None)[0]
+                  max_image_side: int = 1024, budget: VisualBudget = FULL_BUDGET) -> np.ndarray:
+    """L2-normalised float32 vectors, one row per prompt, in input order.
+
+    `budget` bounds each image's visual tokens (the engine passes the family's embedding budget).
+    """
+    return _run(lm, prompts, point, batch_size, max_image_side, None, budget)[0]
 
 
 @torch.inference_mode()
 def embed_prompts_with_words(lm: LoadedModel, prompts: Sequence[Prompt], point: EmbedPoint = "attn",
                              batch_size: int = 8, max_image_side: int = 1024,
-                             top_words: int = 24) -> tuple[np.ndarray, list[Words]]:
+                             top_words: int = 24, budget: VisualBudget = FULL_BUDGET) -> tuple[np.ndarray, list[Words]]:
     """The vectors of `embed_prompts` and, per prompt, the model's own next words at the read-out.
 
     Words: up to `top_words` (word, probability) pairs, most probable first; a word's probability
@@ -169,4 +171,4 @@ def embed_prompts_with_words(lm: LoadedModel, prompts: Sequence[Prompt], point: 
     """
     if top_words < 1:
         raise ValueError(f"top_words must be at least 1, got {top_words}")
-    return _run(lm, prompts, point, batch_size, max_image_side, top_words)
+    return _run(lm, prompts, point, batch_size, max_image_side, top_words, budget)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -15,7 +18,7 @@ from .embed import EmbedPoint, Words, embed_prompts, embed_prompts_with_words
 from .errors import UnsupportedModalityError
 from .inputs import Prompt
 from .items import Answer, Hit, ImageLike, Item, Query, open_image
-from .models import LoadedModel, load_model
+from .models import FULL_BUDGET, LoadedModel, Stage, VisualBudget, load_model
 from .rerank import match_probabilities
 
 def as_hits(candidates: Sequence[Hit | Item]) -> list[Hit]:
@@ -38,6 +41,17 @@ class EngineSettings:
       pairs of one search are scored in a single batched forward.
     - `max_image_side`: longest image side given to the model (tokens grow with pixels).
     - `max_text_chars`: item text kept in embedding and rerank prompts.
+    - `visual_budget`: "auto" bounds the visual tokens of every image and frame the embedding and
+      rerank stages see by the family's `search_budget` (SmolVLM: one 512 px view instead of up to
+      17 tiles; Qwen2-VL: 448 x 448 px); "full" gives them the processor's own resolution, as
+      the answer stage gets on a GPU. `search_budget` overrides the family's with an explicit one.
+    - `answer_budget`: "auto" (full resolution on a GPU, the search budget on a CPU), "full" or
+      "search".
+    - `rerank_text_pages`: rerank a PDF page by its text alone when its text layer has at least
+      `min_page_text_chars` characters (a page without a good text layer is reranked by its image).
+    - `rerank_seconds`: the time one question's rerank may take; the library reranks only as
+      many candidates as the measured time per pair affords (at least `min_rerank_k`). None: K.
+    - `query_cache`: query embeddings kept for repeated queries (the turns of a chat).
     """
 
     embed_point: EmbedPoint = "attn"
@@ -51,6 +65,21 @@ class EngineSettings:
     max_new_tokens: int = 384
     max_source_chars: int = 1200
     max_images_per_source: int = 2
+    visual_budget: str = "auto"
+    search_budget: VisualBudget | None = None
+    answer_budget: str = "auto"
+    rerank_text_pages: bool = True
+    min_page_text_chars: int = 400
+    rerank_seconds: float | None = 6.0
+    min_rerank_k: int = 3
+    query_cache: int = 256
+    max_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.visual_budget not in ("auto", "full"):
+            raise ValueError(f"visual_budget is 'auto' or 'full', got {self.visual_budget!r}")
+        if self.answer_budget not in ("auto", "full", "search"):
+            raise ValueError(f"answer_budget is 'auto', 'full' or 'search', got {self.answer_budget!r}")
 
 
 class FreeRet:
@@ -64,6 +93,9 @@ class FreeRet:
         self.lm = lm
         self.settings = settings
         self._lock = threading.Lock()
+        self._queries: OrderedDict[tuple, tuple[np.ndarray, Any]] = OrderedDict()
+        self._pair_seconds: float | None = None  # measured rerank cost per pair (moving average)
+        self._bytes_per_item: float | None = None  # measured GPU memory per embedded item
 
     @classmethod
     def from_pretrained(cls, model: str | Path, device: str | None = None, dtype: str | None = None,
@@ -82,10 +114,75 @@ class FreeRet:
 
     @property
     def prompt_version(self) -> str:
-        """Identifies the embedding space: prompts plus the ablation knobs that change vectors."""
+        """Identifies the embedding space: prompts plus the knobs that change vectors (the ablation
+        knobs and, for a model that sees images, the embedding stage's visual budget)."""
         s = self.settings
         suffix = "" if (s.embed_point, s.priors) == ("attn", True) else f"+{s.embed_point}{'' if s.priors else '-nopriors'}"
+        budget = self.budget("embed")
+        if self.lm.processor is not None and budget != FULL_BUDGET:
+            suffix += f"+vis-{budget.tag}"
         return prompts.PROMPT_VERSION + suffix
+
+    def budget(self, stage: Stage) -> VisualBudget:
+        """The visual token budget of `stage` for this model (see `EngineSettings.visual_budget`).
+
+        The answer stage reads its few sources at full resolution on a GPU; on a CPU, with
+        `answer_budget` "auto", it gets the search stages' budget: SmolVLM-256M at full
+        resolution turns 3 pages into 51 vision-tower passes, over two minutes before the first
+        word on a 2-core CPU (bench/bench_real_sizes.py).
+        """
+        s = self.settings
+        if s.visual_budget == "full":
+            return FULL_BUDGET
+        if stage == "answer":
+            if s.answer_budget == "full" or (s.answer_budget == "auto" and self.lm.device.type != "cpu"):
+                return FULL_BUDGET
+        if s.search_budget is not None:
+            return s.search_budget
+        return self.lm.adapter.budget("embed" if stage == "answer" else stage)
+
+    def visual_tokens(self, item: Item, stage: Stage = "embed") -> int:
+        """How many visual tokens `item`'s media cost at `stage` (0 for text, or a text-only model)."""
+        if self.lm.processor is None or not item.images:
+            return 0
+        from .inputs import encode
+
+        prompt = self._rerank_prompt(Query("x"), item, False) if stage == "rerank" else self._item_prompt(item)
+        ids = encode(self.lm, [prompt], self.settings.max_image_side, budget=self.budget(stage))["input_ids"]
+        media = {getattr(self.lm.model.config, name, None)
+                 for name in ("image_token_id", "video_token_id", "image_token_index")} - {None}
+        return int(sum((ids == token).sum().item() for token in media))
+
+    @property
+    def preferred_batch_size(self) -> int:
+        """Items per embedding batch: the setting, or on a GPU as many as half its free memory holds
+        (measured per item on the previous batches; capped by `max_batch_size`)."""
+        size = self.settings.batch_size
+        if self.lm.device.type != "cuda" or not self._bytes_per_item:
+            return size
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(self.lm.device)
+        return int(max(size, min(self.settings.max_batch_size, 0.5 * free // self._bytes_per_item)))
+
+    def _measure_memory(self, items: int):
+        """Context manager: on a GPU, record the peak memory per item of what runs inside."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def measure():
+            if self.lm.device.type != "cuda" or not items:
+                yield
+                return
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.lm.device)
+            before = torch.cuda.memory_allocated(self.lm.device)
+            yield
+            per_item = (torch.cuda.max_memory_allocated(self.lm.device) - before) / items
+            self._bytes_per_item = max(self._bytes_per_item or 0.0, per_item)
+
+        return measure()
 
     def supports(self, item: Item) -> bool:
         """False when the item has media the model cannot see (text-only model, image item)."""
@@ -117,14 +214,41 @@ class FreeRet:
     def embed(self, items: Sequence[Item], batch_size: int | None = None) -> np.ndarray:
         """(n, hidden) float32 unit vectors. Raises UnsupportedModalityError before any work."""
         prompts_ = [self._item_prompt(item) for item in items]
+        size = batch_size or self.preferred_batch_size
+        with self._lock, self._measure_memory(min(size, len(prompts_))):
+            return embed_prompts(self.lm, prompts_, self.settings.embed_point, size, self.settings.max_image_side,
+                                 self.budget("embed"))
+
+    def _query_key(self, query: Query | str, words: int) -> tuple:
+        query = Query(query) if isinstance(query, str) else query
+        image = None
+        if query.image is not None:
+            image = hashlib.sha1(open_image(query.image).tobytes()).hexdigest()
+        return query.text, image, words
+
+    def _cached_query(self, query: Query | str, words: int, compute) -> tuple[np.ndarray, Any]:
+        """A query's (vector, words) from the cache, or computed and kept (least recently used out)."""
+        key = self._query_key(query, words)
         with self._lock:
-            return embed_prompts(self.lm, prompts_, self.settings.embed_point,
-                                 batch_size or self.settings.batch_size, self.settings.max_image_side)
+            if key in self._queries:
+                self._queries.move_to_end(key)
+                vector, found = self._queries[key]
+                return vector.copy(), list(found)
+        result = compute()
+        if self.settings.query_cache > 0:
+            with self._lock:
+                self._queries[key] = (result[0].copy(), list(result[1]))
+                while len(self._queries) > self.settings.query_cache:
+                    self._queries.popitem(last=False)
+        return result
 
     def embed_query(self, query: Query | str) -> np.ndarray:
-        with self._lock:
-            return embed_prompts(self.lm, [self._query_prompt(query)], self.settings.embed_point, 1,
-                                 self.settings.max_image_side)[0]
+        def compute() -> tuple[np.ndarray, list]:
+            with self._lock:
+                return embed_prompts(self.lm, [self._query_prompt(query)], self.settings.embed_point, 1,
+                                     self.settings.max_image_side, self.budget("embed"))[0], []
+
+        return self._cached_query(query, 0, compute)[0]
 
     def embed_with_words(self, items: Sequence[Item], batch_size: int | None = None,
                          top_words: int = 24) -> tuple[np.ndarray, list[Words]]:
@@ -134,21 +258,34 @@ class FreeRet:
         `embed.embed_prompts_with_words`); the vectors equal `embed(items)`.
         """
         prompts_ = [self._item_prompt(item) for item in items]
-        with self._lock:
-            return embed_prompts_with_words(self.lm, prompts_, self.settings.embed_point,
-                                            batch_size or self.settings.batch_size, self.settings.max_image_side,
-                                            top_words)
+        size = batch_size or self.preferred_batch_size
+        with self._lock, self._measure_memory(min(size, len(prompts_))):
+            return embed_prompts_with_words(self.lm, prompts_, self.settings.embed_point, size,
+                                            self.settings.max_image_side, top_words, self.budget("embed"))
 
     def embed_query_with_words(self, query: Query | str, top_words: int = 24) -> tuple[np.ndarray, Words]:
-        """`embed_query(query)` and the query's own top words, from one forward pass."""
-        with self._lock:
-            vectors, words = embed_prompts_with_words(self.lm, [self._query_prompt(query)], self.settings.embed_point,
-                                                      1, self.settings.max_image_side, top_words)
-        return vectors[0], words[0]
+        """`embed_query(query)` and the query's own top words, from one forward pass (cached)."""
+        def compute() -> tuple[np.ndarray, Words]:
+            with self._lock:
+                vectors, words = embed_prompts_with_words(self.lm, [self._query_prompt(query)],
+                                                          self.settings.embed_point, 1, self.settings.max_image_side,
+                                                          top_words, self.budget("embed"))
+            return vectors[0], words[0]
+
+        return self._cached_query(query, top_words, compute)
 
     # -- Stage 2 -------------------------------------------------------------------------------
+    def reads_by_text(self, item: Item) -> bool:
+        """Whether the rerank reads `item` by its text alone: a PDF page with a good text layer
+        (see `EngineSettings.rerank_text_pages`), or any item for a model that cannot see."""
+        if "image" not in self.capabilities:
+            return True
+        s = self.settings
+        return (s.rerank_text_pages and item.kind == "pdf_page"
+                and len(item.text.strip()) >= s.min_page_text_chars)
+
     def _rerank_prompt(self, query: Query, item: Item, swap: bool) -> Prompt:
-        images = item.open_images() if "image" in self.capabilities else []
+        images = [] if self.reads_by_text(item) else item.open_images()
         question = prompts.rerank_question(query.text, item.kind, item.text[: self.settings.max_text_chars],
                                            self.settings.rerank_framing, swap)
         if query.image is not None:
@@ -164,15 +301,32 @@ class FreeRet:
         query = Query(query) if isinstance(query, str) else query
         labels = prompts.RERANK_LABELS[self.settings.rerank_framing]
         size = batch_size or self.settings.rerank_batch_size
+        budget = self.budget("rerank")
         with self._lock:
+            started = time.perf_counter()
             scores = match_probabilities(self.lm, [self._rerank_prompt(query, hit.item, False) for hit in hits],
-                                         labels, size, self.settings.max_image_side)
+                                         labels, size, self.settings.max_image_side, budget)
             if self.settings.rerank_swap and self.settings.rerank_framing == "choice":
                 swapped = match_probabilities(self.lm, [self._rerank_prompt(query, hit.item, True) for hit in hits],
-                                              labels[::-1], size, self.settings.max_image_side)
+                                              labels[::-1], size, self.settings.max_image_side, budget)
                 scores = (scores + swapped) / 2
+            per_pair = (time.perf_counter() - started) / len(hits)
+            self._pair_seconds = per_pair if self._pair_seconds is None else 0.5 * (self._pair_seconds + per_pair)
         scored = [replace(hit, rerank_score=float(score)) for hit, score in zip(hits, scores)]
         return sorted(scored, key=lambda hit: hit.rerank_score, reverse=True)
+
+    def affordable_rerank_k(self, k: int) -> int:
+        """How many of `k` candidates to rerank so that a question's rerank takes about
+        `rerank_seconds`, from the time per pair measured on earlier reranks (k until measured)."""
+        s = self.settings
+        if k <= 0 or s.rerank_seconds is None or self._pair_seconds is None:
+            return k
+        return max(min(k, s.min_rerank_k), min(k, int(s.rerank_seconds / max(self._pair_seconds, 1e-9))))
+
+    @property
+    def rerank_pair_seconds(self) -> float | None:
+        """The measured seconds per reranked pair (a moving average), or None before any rerank."""
+        return self._pair_seconds
 
     # -- the self-check's test queries ----------------------------------------------------------
     def write_query(self, item: Item, max_new_tokens: int = 20) -> str:
@@ -189,7 +343,9 @@ class FreeRet:
         text = prompts.item_text_block(item.kind, item.text[: self.settings.max_text_chars // 2])
         prompt = Prompt(text=text + cue, images=item.open_images(), as_video=item.kind == "video_segment",
                         system=system)
-        return answering.generate_text(self.lm, prompt, max_new_tokens, self._lock, self.settings.max_image_side)
+        # the self-check reads many items: at the search stages' budget, not the answer's full resolution
+        return answering.generate_text(self.lm, prompt, max_new_tokens, self._lock, self.settings.max_image_side,
+                                       self.budget("rerank"))
 
     # -- Stage 3 -------------------------------------------------------------------------------
     def standalone_query(self, question: str, history: Sequence[dict] = ()) -> str:
@@ -214,7 +370,8 @@ class FreeRet:
         prompt = answering.source_prompt(as_hits(sources), question, history, "image" in self.capabilities,
                                          s.max_source_chars, s.max_images_per_source, image)
         text = ""
-        for piece in answering.stream_generate(self.lm, prompt, s.max_new_tokens, s.max_image_side, self._lock):
+        for piece in answering.stream_generate(self.lm, prompt, s.max_new_tokens, s.max_image_side, self._lock,
+                                               budget=self.budget("answer")):
             text += piece
             yield text
 

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from .errors import UnsupportedModalityError
-from .models import LoadedModel
+from .models import FULL_BUDGET, LoadedModel, VisualBudget
 
 T = TypeVar("T")
 
@@ -47,6 +47,15 @@ def downscale(image: Image.Image, max_side: int) -> Image.Image:
     return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
 
 
+def cap_pixels(image: Image.Image, max_pixels: int | None) -> Image.Image:
+    """Scale down (aspect kept) so that width x height <= `max_pixels`; None or a smaller image: as is."""
+    if max_pixels is None or image.width * image.height <= max_pixels:
+        return image
+    scale = (max_pixels / (image.width * image.height)) ** 0.5
+    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+    return image.resize(size, Image.LANCZOS)
+
+
 def sample_frames(frames: Sequence[T], limit: int, even: bool) -> list[T]:
     """Evenly keep at most `limit` frames (images or paths); native video needs an even count."""
     frames = list(frames)
@@ -58,9 +67,10 @@ def sample_frames(frames: Sequence[T], limit: int, even: bool) -> list[T]:
     return frames
 
 
-def _fit_media(prompt: Prompt, max_side: int, max_frames: int, native_video: bool) -> Prompt:
+def _fit_media(prompt: Prompt, max_side: int, max_frames: int, native_video: bool,
+               max_pixels: int | None = None) -> Prompt:
     """Downscale images and thin video frames *before* the template counts media placeholders."""
-    media = [downscale(image, max_side) for image in prompt.images]
+    media = [cap_pixels(downscale(image, max_side), max_pixels) for image in prompt.images]
     if prompt.as_video:
         media = sample_frames(media, max_frames, even=native_video)
     return replace(prompt, images=media)
@@ -113,22 +123,25 @@ def render_reply(lm: LoadedModel, prompt: Prompt, reply: str) -> str:
 
 
 def encode(lm: LoadedModel, prompts: Sequence[Prompt], max_image_side: int = 1024,
-           with_positions: bool = True) -> dict[str, torch.Tensor]:
+           with_positions: bool = True, budget: VisualBudget = FULL_BUDGET) -> dict[str, torch.Tensor]:
     """Encode prompts of one media signature into one left-padded batch on the model's device.
 
     `with_positions` adds explicit position ids for decoders that need them under left padding
-    (the adapter says which); generation computes its own and must not get them.
+    (the adapter says which); generation computes its own and must not get them. `budget` bounds
+    the visual tokens of every image and frame (see `models.adapters.VisualBudget`).
     """
     if lm.processor is None:
         texts = [render(lm, prompt) for prompt in prompts]
         batch = lm.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
     else:
         native = lm.adapter.video_mode == "native"
-        prompts = [_fit_media(prompt, max_image_side, lm.adapter.max_video_frames, native) for prompt in prompts]
+        prompts = [_fit_media(prompt, max_image_side, lm.adapter.max_video_frames, native, budget.max_pixels)
+                   for prompt in prompts]
         texts = [render(lm, prompt) for prompt in prompts]
         images = [[] if prompt.as_video and native else prompt.images for prompt in prompts]
         videos = [prompt.images if prompt.as_video and native else [] for prompt in prompts]
-        batch = lm.processor(text=texts, **lm.adapter.processor_media(images, videos), padding=True,
+        options = lm.adapter.processor_options(budget) if any(images) or any(videos) else {}
+        batch = lm.processor(text=texts, **lm.adapter.processor_media(images, videos), **options, padding=True,
                              return_tensors="pt")
     inputs = {key: value.to(lm.device) for key, value in batch.items() if isinstance(value, torch.Tensor)}
     for key, value in inputs.items():
@@ -139,6 +152,28 @@ def encode(lm: LoadedModel, prompts: Sequence[Prompt], max_image_side: int = 102
         if positions is not None:
             inputs["position_ids"] = positions
     return inputs
+
+
+def encoded_batches(lm: LoadedModel, prompts: Sequence[Prompt], batch_size: int, max_image_side: int = 1024,
+                    budget: VisualBudget = FULL_BUDGET) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """`batches` encoded, the next batch prepared while the caller runs the model on this one.
+
+    Resizing, the processor's tiling and normalisation, and tokenizing run in one worker thread
+    (PIL, numpy and torch release the GIL for most of it), so on a GPU the model does not wait
+    for the CPU between batches, and on a CPU the two overlap where a core is free.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = list(batches(prompts, batch_size))
+    if not chunks:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="freeret-encode") as pool:
+        future = pool.submit(encode, lm, chunks[0][1], max_image_side, True, budget)
+        for position, (indices, _chunk) in enumerate(chunks):
+            inputs = future.result()
+            if position + 1 < len(chunks):
+                future = pool.submit(encode, lm, chunks[position + 1][1], max_image_side, True, budget)
+            yield indices, inputs
 
 
 def batches(prompts: Sequence[Prompt], batch_size: int) -> Iterator[tuple[list[int], list[Prompt]]]:

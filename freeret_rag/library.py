@@ -197,7 +197,7 @@ class Library:
     """
 
     def __init__(self, engine: Any | None, data_dir: str | Path | None = None, chroma_url: str | None = None, *,
-                 allow_mismatch: bool = False, batch_size: int = 8,
+                 allow_mismatch: bool = False, batch_size: int | None = None,
                  fusion_weights: tuple[float, ...] | dict[str, tuple[float, float, float]] | None = None,
                  media_settings: MediaSettings = MediaSettings(), self_check: bool | str | None = None,
                  rerank_share: float | None = None, words: bool = True) -> None:
@@ -205,7 +205,7 @@ class Library:
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         self.assets = self.data_dir / "assets"
         self.chroma_url = chroma_url
-        self.batch_size = batch_size
+        self._batch_size = batch_size
         self._fixed_fusion_weights = as_weight_map(fusion_weights) if fusion_weights is not None else None
         self._fixed_share = rerank_share
         #: Run the self-check at the end of indexing when the library changed by half (selfcheck.py).
@@ -245,6 +245,11 @@ class Library:
             self.store.set_status(status)
 
     # -- state -----------------------------------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        """Items embedded per batch: the size given, else the engine's (more on a GPU with free memory)."""
+        return self._batch_size or getattr(self.engine, "preferred_batch_size", 8)
+
     @property
     def location(self) -> str:
         return self.chroma_url or str(self.data_dir)
@@ -689,6 +694,8 @@ class Library:
         hits = self.store.search(vector, query.text, depth, kinds, doc_ids, self.fusion_weights, words)
         share = self.rerank_share
         if rerank and rerank_k > 0 and hits and (share > 0 or score_head or self.relevance_floor is not None):
+            affordable = getattr(engine, "affordable_rerank_k", None)  # K the measured time per pair allows
+            rerank_k = affordable(rerank_k) if affordable is not None else rerank_k
             head = {hit.item.item_id: hit for hit in engine.rerank(query, hits[:rerank_k])}
             scores = {item_id: hit.rerank_score for item_id, hit in head.items()}
             order = fusion.blend([hit.item.item_id for hit in hits], scores, share)

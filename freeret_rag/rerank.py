@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .inputs import Prompt, batches, encode, render, render_reply
-from .models import LoadedModel
+from .inputs import Prompt, encoded_batches, render, render_reply
+from .models import FULL_BUDGET, LoadedModel, VisualBudget
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +103,14 @@ def label_logits(lm: LoadedModel, hidden: torch.Tensor, token_ids: Sequence[int]
 
 @torch.inference_mode()
 def match_probabilities(lm: LoadedModel, prompts: Sequence[Prompt], labels: tuple[str, str], batch_size: int = 8,
-                        max_image_side: int = 1024) -> np.ndarray:
-    """p(labels[0]) against labels[1] for each prompt, in input order."""
+                        max_image_side: int = 1024, budget: VisualBudget = FULL_BUDGET) -> np.ndarray:
+    """p(labels[0]) against labels[1] for each prompt, in input order.
+
+    `budget` bounds each image's visual tokens (the engine passes the family's rerank budget).
+    """
     token_ids = label_token_ids(lm, labels)
     out = np.zeros(len(prompts), dtype=np.float64)
-    for indices, chunk in batches(prompts, batch_size):
-        inputs = encode(lm, chunk, max_image_side=max_image_side)
+    for indices, inputs in encoded_batches(lm, prompts, batch_size, max_image_side, budget):
         hidden = lm.adapter.base_model(lm.model)(**inputs, use_cache=False).last_hidden_state[:, -1, :]
         logits = label_logits(lm, hidden, token_ids).float()
         out[indices] = torch.softmax(logits, dim=-1)[:, 0].cpu().numpy()

@@ -4,6 +4,8 @@
   every supported family, under 1 MB each.
 - `smollm2_graft.build_fluent_vlm(out_dir, gguf_dir, gguf_file)`: the real SmolLM2-135M-Instruct
   language model inside an Idefics3 shell, for fluent end-to-end runs.
+- `real_shapes`: random-weight models with the real shapes of SmolVLM-256M-Instruct and
+  Qwen2-VL-2B-Instruct, for speed and memory figures (never quality).
 
 Importing this package imports neither torch nor transformers; the builders do, when called.
 """

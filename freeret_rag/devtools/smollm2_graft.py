@@ -26,8 +26,19 @@ EXTRA_TOKENS = (["<end_of_utterance>", "<fake_token_around_image>", "<image>", "
                 + [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)])
 
 
-def build_fluent_vlm(out_dir: Path, gguf_dir: Path, gguf_file: str, seed: int = 0) -> Path:
-    """Write an Idefics3 model folder whose language model is SmolLM2-135M-Instruct."""
+TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                   image_size=32, patch_size=8)
+
+
+def build_fluent_vlm(out_dir: Path, gguf_dir: Path, gguf_file: str, seed: int = 0, *, vision: dict | None = None,
+                     scale: int = 2, splitting: bool = False, longest_edge: int | None = None,
+                     template: str = CHATML_VLM_TEMPLATE) -> Path:
+    """Write an Idefics3 model folder whose language model is SmolLM2-135M-Instruct.
+
+    By default the vision tower is tiny (one 32 x 32 tile, 4 image tokens). `vision`, `scale`,
+    `splitting` and `longest_edge` give it other shapes: `real_shapes.build_smolvlm_256m` passes
+    SmolVLM-256M-Instruct's (SigLIP-B/16 at 512 px, pixel shuffle 4, splitting up to 2048 px).
+    """
     import torch
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
@@ -37,7 +48,7 @@ def build_fluent_vlm(out_dir: Path, gguf_dir: Path, gguf_file: str, seed: int = 
         return out_dir
     tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
     tok.add_special_tokens({"additional_special_tokens": EXTRA_TOKENS})
-    tok.chat_template = CHATML_VLM_TEMPLATE
+    tok.chat_template = template
     tok.eos_token, tok.pad_token = "<|im_end|>", "<|im_end|>"
     llm = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
     if getattr(llm, "hf_quantizer", None) is not None:
@@ -46,11 +57,10 @@ def build_fluent_vlm(out_dir: Path, gguf_dir: Path, gguf_file: str, seed: int = 
     text.pop("quantization_config", None)
     text.update(vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                 bos_token_id=tok.bos_token_id)
-    image_size, patch, scale = 32, 8, 2  # one 32x32 tile -> 4 image tokens
+    vision = dict(vision or TINY_VISION)
+    image_size, patch = vision["image_size"], vision["patch_size"]  # tiny: one 32x32 tile -> 4 image tokens
     config = AutoConfig.for_model(
-        "idefics3", text_config=text, scale_factor=scale, tie_word_embeddings=True,
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=image_size, patch_size=patch),
+        "idefics3", text_config=text, scale_factor=scale, tie_word_embeddings=True, vision_config=vision,
         image_token_id=tok.convert_tokens_to_ids("<image>"), pad_token_id=tok.pad_token_id)
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
@@ -62,11 +72,11 @@ def build_fluent_vlm(out_dir: Path, gguf_dir: Path, gguf_file: str, seed: int = 
     model.tie_weights()
     model.generation_config.update(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                                    bos_token_id=tok.bos_token_id, do_sample=False)
-    improc_kw = dict(do_image_splitting=False, size={"longest_edge": image_size},
+    improc_kw = dict(do_image_splitting=splitting, size={"longest_edge": longest_edge or image_size},
                      max_image_size={"longest_edge": image_size})
     processor = transformers.Idefics3Processor(
         image_processor=transformers.Idefics3ImageProcessor(**improc_kw), tokenizer=tok,
-        image_seq_len=(image_size // patch) ** 2 // scale ** 2, chat_template=CHATML_VLM_TEMPLATE)
+        image_seq_len=(image_size // patch) ** 2 // scale ** 2, chat_template=template)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)

@@ -26,6 +26,44 @@ from torch import nn
 from ..errors import ModelLoadError
 
 VideoMode = Literal["native", "frames"]
+Stage = Literal["embed", "rerank", "answer"]
+STAGES: tuple[Stage, ...] = ("embed", "rerank", "answer")
+
+
+@dataclass(frozen=True)
+class VisualBudget:
+    """What one image (or video frame) may cost a stage in visual tokens.
+
+    - `max_pixels`: width x height is scaled down to at most this before the processor sees the
+      image (aspect kept). Where the processor turns pixels into tokens (Qwen2-VL: one token per
+      28 x 28 px after its 2 x 2 merge), this caps the tokens: 200,704 px = 256 tokens.
+    - `split`: Idefics3 / SmolVLM image splitting. On, a page becomes up to 16 tiles plus a
+      global view (each 64 tokens on SmolVLM-256M, each a full vision-tower pass); off, one
+      view at the processor's `max_image_size`. None keeps the processor's own setting.
+
+    The default (no cap, None) is what the processor would do by itself: the answer stage keeps
+    it, so the few cited sources are read at full resolution.
+    """
+
+    max_pixels: int | None = None
+    split: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_pixels is not None and self.max_pixels < 28 * 28:
+            raise ValueError(f"max_pixels must be at least {28 * 28}, got {self.max_pixels}")
+
+    @property
+    def tag(self) -> str:
+        """A short text that identifies the budget (recorded with an index: it changes vectors)."""
+        parts = [f"px{self.max_pixels}" if self.max_pixels else "", {True: "split", False: "nosplit"}.get(self.split, "")]
+        return "-".join(part for part in parts if part) or "full"
+
+
+FULL_BUDGET = VisualBudget()
+# Qwen2-VL: 448 x 448 px = 256 merged tokens per image (a 990 x 1280 page would otherwise be ~1,600).
+QWEN_SEARCH_BUDGET = VisualBudget(max_pixels=448 * 448)
+# Idefics3 / SmolVLM: one 512 px view (64 tokens on SmolVLM-256M) instead of up to 17 tiles.
+IDEFICS_SEARCH_BUDGET = VisualBudget(split=False)
 
 
 @dataclass(frozen=True)
@@ -101,6 +139,10 @@ class FamilyAdapter:
       Qwen's M-RoPE derives positions from the attention mask itself.
     - `nested_images`: processors that want one list of images per sample (Idefics3, Gemma 3).
     - `max_video_frames`: frames per video segment this family can afford in one prompt.
+    - `splits_images`: the processor tiles large images (Idefics3 / SmolVLM's `do_image_splitting`).
+    - `search_budget`: the `VisualBudget` of the embedding and rerank stages, which see every
+      candidate (the answer stage sees a few sources and keeps the processor's full resolution).
+      LLaVA and Gemma 3 take a fixed number of tokens per image: nothing to bound.
     """
 
     name: str
@@ -109,6 +151,14 @@ class FamilyAdapter:
     positions_from_mask: bool = True
     nested_images: bool = False
     max_video_frames: int = 4
+    splits_images: bool = False
+    search_budget: VisualBudget = FULL_BUDGET
+
+    def budget(self, stage: Stage) -> VisualBudget:
+        """The family's visual budget at `stage` (see `search_budget`)."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+        return FULL_BUDGET if stage == "answer" else self.search_budget
 
     # -- layers --------------------------------------------------------------------------------
     def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
@@ -185,6 +235,14 @@ class FamilyAdapter:
             kwargs["videos"] = [video for video in videos if video]
         return kwargs
 
+    def processor_options(self, budget: VisualBudget) -> dict[str, Any]:
+        """Processor keyword arguments that apply `budget` (the pixel cap is applied before)."""
+        if budget.split is None:
+            return {}
+        if not self.splits_images:
+            raise ValueError(f"{self.name} has no image splitting to switch (budget {budget.tag})")
+        return {"do_image_splitting": budget.split}
+
     def position_ids(self, attention_mask: torch.Tensor) -> torch.Tensor | None:
         if not self.positions_from_mask:
             return None
@@ -195,11 +253,13 @@ class FamilyAdapter:
 ADAPTERS: dict[str, FamilyAdapter] = {
     # vision-language models
     "qwen2_vl": FamilyAdapter(name="qwen2_vl", layout=PRE_NORM, video_mode="native", positions_from_mask=False,
-                              max_video_frames=8),
+                              max_video_frames=8, search_budget=QWEN_SEARCH_BUDGET),
     "qwen2_5_vl": FamilyAdapter(name="qwen2_5_vl", layout=PRE_NORM, video_mode="native", positions_from_mask=False,
-                                max_video_frames=8),
-    "idefics3": FamilyAdapter(name="idefics3", nested_images=True, max_video_frames=4),
-    "smolvlm": FamilyAdapter(name="smolvlm", nested_images=True, max_video_frames=4),
+                                max_video_frames=8, search_budget=QWEN_SEARCH_BUDGET),
+    "idefics3": FamilyAdapter(name="idefics3", nested_images=True, max_video_frames=4,
+                              splits_images=True, search_budget=IDEFICS_SEARCH_BUDGET),
+    "smolvlm": FamilyAdapter(name="smolvlm", nested_images=True, max_video_frames=4,
+                             splits_images=True, search_budget=IDEFICS_SEARCH_BUDGET),
     "llava": FamilyAdapter(name="llava", max_video_frames=2),
     "gemma3": FamilyAdapter(name="gemma3", layout=GEMMA_POST_NORM, nested_images=True, max_video_frames=4),
     # text-only language models (also the language models inside LLaVA / Idefics3 / SmolVLM)
