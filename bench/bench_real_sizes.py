@@ -282,7 +282,7 @@ def ask(library, engine: FreeRet, question: str, rerank_k: int, n_sources: int) 
     times["K"] = k
     mark = time.perf_counter()
     stream = engine.answer_stream(question, [hit for hit in head[:n_sources]])
-    next(stream)
+    next(stream, None)  # random weights may end at once: then this is the time to the end
     times["first words"] = time.perf_counter() - mark
     for _ in stream:
         pass

@@ -47,14 +47,16 @@ def build_smolvlm_256m(out_dir: Path, gguf_dir: Path, gguf_file: str, seed: int 
 def qwen2_vl_2b(device: str = "cpu", dtype: str = "float32", seed: int = 0):
     """A `LoadedModel` with Qwen2-VL-2B-Instruct's configuration and random weights (in memory)."""
     import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText, Qwen2VLImageProcessor, Qwen2VLProcessor
+    from transformers import (AutoConfig, AutoModelForImageTextToText, Qwen2VLImageProcessor, Qwen2VLProcessor,
+                              Qwen2VLVideoProcessor)
 
     from ..models import LoadedModel, adapter_for, pick_dtype
     from .tiny_models import QWEN2_VL_TEMPLATE, QWEN_SPECIALS, build_tokenizer
 
     tok = build_tokenizer(QWEN_SPECIALS, eos="<|im_end|>", pad="<|endoftext|>")
     tok.padding_side = "left"
-    processor = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(**QWEN2_VL_PIXELS), tokenizer=tok,
+    processor = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(**QWEN2_VL_PIXELS),
+                                 video_processor=Qwen2VLVideoProcessor(**QWEN2_VL_PIXELS), tokenizer=tok,
                                  chat_template=QWEN2_VL_TEMPLATE)
     ids = {name: tok.convert_tokens_to_ids(token) for name, token in (
         ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
