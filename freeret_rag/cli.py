@@ -4,7 +4,7 @@
 Subcommands form a registry: a module exposes `register(subparsers)`, adds its parsers and sets
 `func(args) -> exit code` on each. This module registers its own; `freeret_rag.eval.cli` is picked up
 when it exists (its commands can use `load_engine` / `open_library` from here). The shared flags
-(settings.COMMON: --model, --device, --dtype, --data-dir, --chroma-url) and -v are accepted before
+(settings.COMMON: --model, --device, --dtype, --visual-budget, --data-dir, --chroma-url, ...) and -v are accepted before
 and after the subcommand, on every subcommand, extensions included. Heavy imports (torch, chromadb)
 happen inside the commands, so `--help` stays quick.
 
@@ -40,7 +40,8 @@ def load_engine(args: argparse.Namespace):
     """The engine named by --model (default: the default model for this machine, settings.py)."""
     from .engine import FreeRet
 
-    return FreeRet.from_pretrained(args.model or settings.default_model(), device=args.device, dtype=args.dtype)
+    return FreeRet.from_pretrained(args.model or settings.default_model(), device=args.device, dtype=args.dtype,
+                                   visual_budget=getattr(args, "visual_budget", "auto"))
 
 
 def open_library(args: argparse.Namespace, *, engine: bool = True, allow_mismatch: bool = False) -> "Library":

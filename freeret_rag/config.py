@@ -81,6 +81,7 @@ class AppConfig:
     model: str = ""
     device: str | None = None
     dtype: str | None = None
+    visual_budget: str = "auto"
     max_answer_tokens: int | None = None
     data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
     chroma_url: str | None = None

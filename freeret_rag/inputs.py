@@ -154,25 +154,46 @@ def encode(lm: LoadedModel, prompts: Sequence[Prompt], max_image_side: int = 102
     return inputs
 
 
-def encoded_batches(lm: LoadedModel, prompts: Sequence[Prompt], batch_size: int, max_image_side: int = 1024,
-                    budget: VisualBudget = FULL_BUDGET) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
-    """`batches` encoded, the next batch prepared while the caller runs the model on this one.
+def encode_workers(lm: LoadedModel) -> int:
+    """Threads that prepare batches ahead of the model: one on a CPU (the model wants the cores),
+    up to 4 beside a GPU (where the processor, not the model, is the bottleneck)."""
+    import os
 
-    Resizing, the processor's tiling and normalisation, and tokenizing run in one worker thread
-    (PIL, numpy and torch release the GIL for most of it), so on a GPU the model does not wait
-    for the CPU between batches, and on a CPU the two overlap where a core is free.
+    if lm.device.type == "cpu":
+        return 1
+    return max(1, min(4, (os.cpu_count() or 2) // 4))
+
+
+def encoded_batches(lm: LoadedModel, prompts: Sequence[Prompt], batch_size: int, max_image_side: int = 1024,
+                    budget: VisualBudget = FULL_BUDGET,
+                    workers: int | None = None) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """`batches` encoded, the next batches prepared while the caller runs the model on this one.
+
+    Resizing, the processor's tiling and normalisation, and tokenizing run in `workers` threads
+    (default `encode_workers`; PIL, numpy and torch release the GIL for most of it), each
+    encoding a whole batch, up to `workers` batches ahead, so the model does not wait for the CPU
+    between batches. Batches come back in order.
     """
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     chunks = list(batches(prompts, batch_size))
     if not chunks:
         return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="freeret-encode") as pool:
-        future = pool.submit(encode, lm, chunks[0][1], max_image_side, True, budget)
-        for position, (indices, _chunk) in enumerate(chunks):
+    workers = workers or encode_workers(lm)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="freeret-encode") as pool:
+        pending: deque = deque()
+        upcoming = iter(chunks)
+        for indices, chunk in upcoming:
+            pending.append((indices, pool.submit(encode, lm, chunk, max_image_side, True, budget)))
+            if len(pending) > workers:
+                break
+        while pending:
+            indices, future = pending.popleft()
             inputs = future.result()
-            if position + 1 < len(chunks):
-                future = pool.submit(encode, lm, chunks[position + 1][1], max_image_side, True, budget)
+            following = next(upcoming, None)
+            if following is not None:
+                pending.append((following[0], pool.submit(encode, lm, following[1], max_image_side, True, budget)))
             yield indices, inputs
 
 

@@ -154,6 +154,10 @@ FLAGS: dict[str, Flag] = {flag.dest: flag for flag in (
          "cpu, cuda, cuda:1, mps (default: best available)"),
     Flag("dtype", "--dtype", "FREERET_DTYPE", str, None, "model",
          "float32, bfloat16 or float16 (default: per device)"),
+    Flag("visual_budget", "--visual-budget", "FREERET_VISUAL_BUDGET", str, "auto", "model",
+         "visual tokens per image for search: auto (the model family's budget: SmolVLM one 512 px view, "
+         "Qwen2-VL 448x448 px; answers at full resolution on a GPU) or full (the processor's own "
+         "resolution everywhere; slower, and a library built with the other setting must be re-indexed)"),
     Flag("data_dir", "--data-dir", "FREERET_DATA_DIR", Path, None, "storage",
          "index, page renders and uploaded files"),
     Flag("chroma_url", "--chroma-url", "FREERET_CHROMA_URL", str, None, "storage",
@@ -174,7 +178,7 @@ FLAGS: dict[str, Flag] = {flag.dest: flag for flag in (
          "rerank probability below which a source counts as not relevant; when no source clears it "
          "the app says it found nothing (default: auto, the floor the library's self-check measured)"),
 )}
-COMMON = ("model", "device", "dtype", "data_dir", "chroma_url", "fusion_weights", "rerank_share")
+COMMON = ("model", "device", "dtype", "visual_budget", "data_dir", "chroma_url", "fusion_weights", "rerank_share")
 ANSWER = ("top_k", "rerank", "rerank_k", "n_sources", "min_relevance")
 
 
@@ -230,6 +234,8 @@ def read_flags(args: argparse.Namespace, names: Sequence[str] = COMMON) -> dict[
     share = values.get("rerank_share")
     if share is not None and not 0.0 <= share <= 1.0:
         raise ConfigError(f"rerank-share is between 0 and 1, got {share}")
+    if values.get("visual_budget", "auto") not in ("auto", "full"):
+        raise ConfigError(f"visual-budget is auto or full, got {values['visual_budget']!r}")
     if values.get("chroma_url") and not re.match(r"^https?://", values["chroma_url"]):
         raise ConfigError(f"chroma-url must start with http:// or https://, got {values['chroma_url']!r}")
     return values

@@ -42,7 +42,7 @@ class FreeRetApp:
 
             extra = {"max_new_tokens": config.max_answer_tokens} if config.max_answer_tokens else {}
             engine = FreeRet.from_pretrained(config.model or default_model(), device=config.device,
-                                             dtype=config.dtype, **extra)
+                                             dtype=config.dtype, visual_budget=config.visual_budget, **extra)
         self.engine = for_spaces(engine)
         if library is None:
             from .library import Library, self_check_enabled

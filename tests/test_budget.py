@@ -189,7 +189,8 @@ def test_prefetched_batches_equal_sequential_encoding(tiny_engine):
     prompts = [Prompt(text="word " * (i + 1), images=[Image.new("RGB", (56, 56), (i * 20, 0, 0))] * (i % 2))
                for i in range(7)]
     sequential = [(indices, encode(engine.lm, chunk)) for indices, chunk in batches(prompts, 2)]
-    prefetched = list(encoded_batches(engine.lm, prompts, 2))
-    assert [indices for indices, _ in prefetched] == [indices for indices, _ in sequential]
-    for (_, a), (_, b) in zip(prefetched, sequential):
-        assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    for workers in (1, 3):
+        prefetched = list(encoded_batches(engine.lm, prompts, 2, workers=workers))
+        assert [indices for indices, _ in prefetched] == [indices for indices, _ in sequential]
+        for (_, a), (_, b) in zip(prefetched, sequential):
+            assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)

@@ -121,13 +121,20 @@ def test_chat_settings_use_the_same_checks():
                                      ["eval", "ds"], ["check"]])
 def test_global_flags_work_after_every_subcommand(command):
     parser = cli.build_parser({})
-    flags = ["--model", "m", "--device", "cpu", "--dtype", "float32", "--data-dir", "/d", "--chroma-url",
-             "http://c:1", "--fusion-weights", "1,0.5,0", "--rerank-share", "0.25", "-v"]
+    flags = ["--model", "m", "--device", "cpu", "--dtype", "float32", "--visual-budget", "full", "--data-dir", "/d",
+             "--chroma-url", "http://c:1", "--fusion-weights", "1,0.5,0", "--rerank-share", "0.25", "-v"]
     before, after = parser.parse_args(flags + command), parser.parse_args(command + flags)
-    expected = {"model": "m", "device": "cpu", "dtype": "float32", "data_dir": Path("/d"),
+    expected = {"model": "m", "device": "cpu", "dtype": "float32", "visual_budget": "full", "data_dir": Path("/d"),
                 "chroma_url": "http://c:1", "fusion_weights": (1.0, 0.5, 0.0), "rerank_share": 0.25}
     for args in (before, after):
         assert settings.read_flags(args) == expected and args.verbose is True
+
+
+def test_visual_budget_is_auto_or_full():
+    parser = cli.build_parser({"FREERET_VISUAL_BUDGET": "half"})
+    with pytest.raises(settings.ConfigError, match="visual-budget is auto or full, got 'half'"):
+        settings.read_flags(parser.parse_args(["list"]))
+    assert settings.read_flags(cli.build_parser({}).parse_args(["list"]))["visual_budget"] == "auto"
 
 
 def test_a_flag_before_the_subcommand_is_not_reset_by_the_subcommand():

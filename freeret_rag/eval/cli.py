@@ -47,7 +47,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = args.model or settings.default_model()
     log(f"loading {model} ...")
     started = time.perf_counter()
-    engine = FreeRet.from_pretrained(model, device=args.device, dtype=args.dtype, embed_point=args.embed_point,
+    engine = FreeRet.from_pretrained(model, device=args.device, dtype=args.dtype,
+                                     visual_budget=getattr(args, "visual_budget", "auto"), embed_point=args.embed_point,
                                      priors=args.priors, rerank_framing=args.rerank_framing,
                                      rerank_swap=args.rerank_swap, batch_size=args.batch_size)
     load_s = time.perf_counter() - started
