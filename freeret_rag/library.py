@@ -36,6 +36,7 @@ from .errors import FreeRetError, IndexMismatchError, IngestError
 from .items import Hit, Item, ItemKind, Query
 from .locking import Writer, WriterLock, this_writer
 from .media import MediaSettings, kind_for_path, load_items
+from .media.common import read_ahead
 from .selfcheck import SelfCheck
 from .store import DocumentInfo, IndexInfo, Store, as_weight_map, collection_name, connect, list_indexes
 
@@ -389,8 +390,8 @@ class Library:
                     fields = {"content_hash": content_hash, "path": resolved, "file_type": file_type,
                               "added_at": time.time()}
                     loaded = {"total": 0}
-                    items = load_items(path, doc_id, self.assets, settings=self.media_settings,
-                                       progress=lambda done, total: loaded.update(total=total))
+                    items = read_ahead(load_items(path, doc_id, self.assets, settings=self.media_settings,
+                                                  progress=lambda done, total: loaded.update(total=total)))
                     doc, note = self.ingest_items(path, doc_id, items, fields,
                                                   lambda done: event("item", done, max(done, loaded["total"])))
         except Exception as error:  # noqa: BLE001 - one bad file must never stop the batch

@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from PIL import Image
 
 from freeret_rag.errors import IngestError
 
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -120,3 +121,56 @@ __all__ = [
     "stem_words",
     "to_rgb",
 ]
+
+
+def read_ahead(items: Iterable[T], ahead: int = 8) -> Iterator[T]:
+    """Yield `items` while a worker thread produces up to `ahead` of the next ones.
+
+    A loader renders pages, decodes frames and writes assets as it yields; read ahead, that work
+    runs while the model embeds the batch before. An error of the loader is raised here, in the
+    caller's thread, where it would have been raised without read-ahead; stopping early (closing
+    this generator) stops the worker at its next item.
+    """
+    import queue
+    import threading
+
+    done = object()
+    buffer: queue.Queue = queue.Queue(maxsize=max(1, ahead))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put((done, None))
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer's thread
+            buffer.put((done, error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # a loader's generator closes its file in the thread that ran it
+                close()
+
+    worker = threading.Thread(target=produce, name="freeret-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = buffer.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a worker waiting on a full buffer
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                worker.join(0.05)
