@@ -79,14 +79,22 @@ class FreeRetApp:
     def documents(self) -> list[Any]:
         return sorted(self.library.documents(), key=lambda doc: (doc.source.lower(), doc.doc_id))
 
+    def waiting(self) -> list[Any]:
+        """Documents listed but not searchable with this model (Library.waiting), by name."""
+        return sorted(self.library.waiting(), key=lambda doc: (doc.source.lower(), doc.doc_id))
+
+    def listed(self) -> list[Any]:
+        """What the table and the delete list show: the searchable documents, then the waiting ones."""
+        return self.documents() + self.waiting()
+
     def document_rows(self) -> list[list[Any]]:
-        return render.document_rows(self.documents())
+        return render.document_rows(self.listed())
 
     def document_choices(self) -> list[tuple[str, str]]:
-        return render.document_choices(self.documents())
+        return render.document_choices(self.listed())
 
     def library_summary(self) -> str:
-        return render.library_summary(self.documents())
+        return render.library_summary(self.documents(), self.waiting())
 
     def ingest(self, paths: Iterable[str | Path]) -> Iterator[IngestResult]:
         """Index files one by one, yielding the per-file progress after every step."""
@@ -104,7 +112,8 @@ class FreeRetApp:
     def reindex_notice(self) -> str:
         if not self.library.needs_reindex:
             return ""
-        return render.reindex_notice(self.library.others, self.engine.model_id)
+        warning = self.library.reindex_plan().warning(self.engine.model_id)
+        return render.reindex_notice(self.library.others, self.engine.model_id, warning)
 
     def reindex(self) -> Iterator[IngestResult]:
         """Re-embed every document of another model's index with the loaded model, with progress."""
@@ -327,7 +336,7 @@ def build_blocks(app: FreeRetApp):
                      ).then(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
 
         def select_row(event):
-            docs = app.documents()
+            docs = app.listed()
             row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
             return docs[row].doc_id if 0 <= row < len(docs) else None
 
