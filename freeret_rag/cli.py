@@ -9,7 +9,8 @@ and after the subcommand, on every subcommand, extensions included. Heavy import
 happen inside the commands, so `--help` stays quick.
 
 Errors end the command with one line on stderr, never a traceback: a bad flag or value exits 2
-(argparse, settings.ConfigError), a FreeRetError 2, an OSError (file system) 1.
+(argparse, settings.ConfigError), a FreeRetError 2, an OSError (file system) 1, a Chroma server
+that is not reachable 3 (nothing was lost: run the same command again when it is back).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, NoReturn, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator, Mapping, NoReturn, Sequence
 
 from . import settings
-from .errors import FreeRetError
+from .errors import FreeRetError, StoreUnreachableError
 
 if TYPE_CHECKING:
     from .library import AddReport, Library, Progress
@@ -110,7 +112,20 @@ def resolve_documents(library: "Library", refs: Sequence[str]) -> list[str]:
 # -- the commands --------------------------------------------------------------------------------
 def cmd_add(args: argparse.Namespace) -> int:
     library = open_library(args)
-    return _report(library.add(args.paths, progress=None if args.quiet else ProgressBar()))
+    with _progress(args) as bar:
+        return _report(library.add(args.paths, progress=bar))
+
+
+@contextmanager
+def _progress(args: argparse.Namespace) -> Iterator[ProgressBar | None]:
+    """A progress bar (none with --quiet), closed however the command ends, so that an error is
+    the last line printed."""
+    bar = None if args.quiet else ProgressBar()
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
@@ -125,7 +140,8 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         return 0
     if plan.unseeable:  # said before anything starts; nothing is deleted
         print(plan.warning(library.store.model_id), file=sys.stderr)
-    return _report(library.reindex(progress=None if args.quiet else ProgressBar()))
+    with _progress(args) as bar:
+        return _report(library.reindex(progress=bar))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -282,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         vars(args).update(settings.read_flags(args, settings.COMMON))
         return int(args.func(args) or 0)
+    except StoreUnreachableError as error:  # the Chroma server went away: nothing was lost
+        return fail(error, 3)
     except FreeRetError as error:  # settings.ConfigError included
         return fail(error, 2)
     except OSError as error:

@@ -18,6 +18,7 @@ library, and adding the same files again resumes where it stopped.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -32,12 +33,13 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from . import fusion, selfcheck
 from .settings import RERANK_K
-from .errors import FreeRetError, IndexMismatchError, IngestError
+from .errors import FreeRetError, IndexMismatchError, IngestError, StoreUnreachableError
 from .items import Hit, Item, ItemKind, Query
 from .locking import Writer, WriterLock, this_writer
 from .media import MediaSettings, kind_for_path, load_items
 from .selfcheck import SelfCheck
-from .store import DocumentInfo, IndexInfo, Store, as_weight_map, collection_name, connect, list_indexes
+from .store import (DocumentInfo, IndexInfo, Store, as_weight_map, collection_name, connect, list_indexes,
+                    server_unreachable)
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +218,22 @@ def _walk(root: Path, seen_dirs: set[tuple[int, int]]) -> Iterator[Path]:
         yield from (Path(dirpath) / name for name in sorted(filenames) if not name.startswith("."))
 
 
+def _server_errors(method: Callable) -> Callable:
+    """A Chroma server that went away becomes one StoreUnreachableError (one clear line for the
+    user) instead of whatever the HTTP client raised half way through."""
+    @functools.wraps(method)
+    def guarded(self: "Library", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except StoreUnreachableError:
+            raise
+        except Exception as error:
+            if getattr(self, "chroma_url", None) and server_unreachable(error):
+                raise StoreUnreachableError(self.chroma_url) from error
+            raise
+    return guarded
+
+
 class Library:
     """One index (a data folder, optionally a Chroma server) searched with one engine.
 
@@ -229,6 +247,7 @@ class Library:
     nothing. See `_recover` for what a write purges, and when.
     """
 
+    @_server_errors
     def __init__(self, engine: Any | None, data_dir: str | Path | None = None, chroma_url: str | None = None, *,
                  allow_mismatch: bool = False, batch_size: int = 8,
                  fusion_weights: tuple[float, ...] | dict[str, tuple[float, float, float]] | None = None,
@@ -345,10 +364,14 @@ class Library:
             if folder.name not in known:
                 shutil.rmtree(folder, ignore_errors=True)
 
+    @_server_errors
     def refresh(self) -> bool:
         """Re-read the index if another process wrote since this one last read it (e.g. the CLI
         added files while the app runs); True if it did. Cheap when nothing changed: it reads one
-        small file. Writes do this by themselves."""
+        small file. Writes do this by themselves. With a Chroma server, also one heartbeat: a server
+        that went away is said at once (StoreUnreachableError), not shown as a stale listing."""
+        if self.chroma_url:
+            self.client.heartbeat()
         with self._lock:
             if not self._writer.changed():
                 return False
@@ -361,6 +384,7 @@ class Library:
             raise FreeRetError("this needs a model: open the library with an engine")
         return self.engine
 
+    @_server_errors
     def documents(self) -> list[DocumentInfo]:
         self.refresh()  # another process may have added or deleted files
         return self.store.documents()
@@ -368,6 +392,7 @@ class Library:
     def document(self, doc_id: str) -> DocumentInfo | None:
         return self.store.document(doc_id)
 
+    @_server_errors
     def waiting(self) -> list[WaitingDocument]:
         """Documents that other embedding spaces here hold and the loaded one does not: listed, not
         searchable. Those a re-index left out because the model cannot see them say so; the others
@@ -393,6 +418,7 @@ class Library:
         return len(self.store)
 
     # -- adding ----------------------------------------------------------------------------------
+    @_server_errors
     def add(self, paths: Iterable[str | Path] | str | Path, progress: ProgressCallback | None = None) -> AddReport:
         """Index files and folders (recursively). One bad file is skipped with its reason; the rest go on."""
         self._engine()
@@ -441,6 +467,8 @@ class Library:
                     doc, note = self.ingest_items(path, doc_id, items, fields,
                                                   lambda done: event("item", done, max(done, loaded["total"])))
         except Exception as error:  # noqa: BLE001 - one bad file must never stop the batch
+            if self.chroma_url and server_unreachable(error):
+                raise  # not the file's fault: stop the batch (nothing is lost; the next run resumes)
             reason = error.reason if isinstance(error, IngestError) else f"{type(error).__name__}: {error}"
             if not isinstance(error, IngestError):
                 log.exception("unexpected error while indexing %s", path)
@@ -540,6 +568,7 @@ class Library:
         return doc, f"{note} left out: {CANNOT_SEE}" if note else ""
 
     # -- removing and re-indexing ----------------------------------------------------------------
+    @_server_errors
     def delete(self, doc_id: str) -> DocumentInfo | None:
         """Remove one document: all its items (in every embedding space here) and its assets.
         Returns it as the active index had it, else as a waiting document (None if neither had it)."""
@@ -573,6 +602,7 @@ class Library:
                 todo.setdefault(doc.doc_id, (doc, source))
         return sources, todo
 
+    @_server_errors
     def reindex_plan(self) -> ReindexPlan:
         """Which documents `reindex` can move and which the loaded model cannot embed at all (they
         would stay in their old index, waiting): to tell the user before anything starts."""
@@ -585,6 +615,7 @@ class Library:
             (plan.movable if seen else plan.unseeable).append(doc)
         return plan
 
+    @_server_errors
     def reindex(self, progress: ProgressCallback | None = None) -> AddReport:
         """Re-embed every document of the other embedding spaces with the loaded model.
 
@@ -620,6 +651,8 @@ class Library:
                         new, note = self.ingest_items(doc.source, doc.doc_id, items, fields,
                                                  lambda done: event("item", done, len(items)))
                     except Exception as error:  # noqa: BLE001 - keep going, keep the old index
+                        if self.chroma_url and server_unreachable(error):
+                            raise  # stop: the old index is whole and the next run resumes
                         if isinstance(error, _Unseeable):
                             self.store.delete([doc.doc_id])
                             report.waiting.append(Skipped(doc.path or doc.source, WAITING_FOR_IMAGES))
@@ -664,6 +697,7 @@ class Library:
 
     # -- the self-check and what it decides -------------------------------------------------------
     @property
+    @_server_errors
     def self_check_result(self) -> SelfCheck | None:
         """The last self-check stored with this index (for its model and prompt version), or None."""
         if self._checked is None or self._checked[0] != self.store.name:
@@ -682,6 +716,7 @@ class Library:
         result = self.self_check_result
         return result is None or result.stale(len(self.store))
 
+    @_server_errors
     def self_check(self, progress: Callable[[str], None] | None = None, limit: int = selfcheck.MAX_QUERIES) -> SelfCheck:
         """Measure the loaded model on this library now (selfcheck.py) and store the result with the index.
 
@@ -765,6 +800,7 @@ class Library:
         vector, words = self.embed_query(query)
         return self.store.channels(vector, query.text, depth, query_words=words)[0]
 
+    @_server_errors
     def search(self, query: Query | str, k: int = 10, kinds: Sequence[ItemKind] | None = None,
                doc_ids: Sequence[str] | None = None, rerank: bool = True, rerank_k: int = RERANK_K,
                depth: int | None = None, score_head: bool = False) -> list[Hit]:

@@ -21,6 +21,7 @@ from typing import Any
 from . import ui_render as render
 from .chat import EMPTY_ANSWER, ChatSettings, for_spaces, plain_history, respond, turn
 from .config import AppConfig, default_model
+from .errors import FreeRetError
 from .items import Hit
 from .settings import MIN_RELEVANCE, N_SOURCES, RERANK, RERANK_K, TOP_K
 from .ui_render import CSS, FileStatus, render_progress
@@ -68,7 +69,10 @@ class FreeRetApp:
 
     def self_check_info(self) -> str:
         """The self-check's figures and what they switched on or off, in words (Settings panel)."""
-        return render.self_check_markdown(getattr(self.library, "self_check_result", None))
+        try:
+            return render.self_check_markdown(getattr(self.library, "self_check_result", None))
+        except FreeRetError as error:
+            return str(error)
 
     # -- library ------------------------------------------------------------------------------
     def supported_extensions(self) -> list[str]:
@@ -88,13 +92,22 @@ class FreeRetApp:
         return self.documents() + self.waiting()
 
     def document_rows(self) -> list[list[Any]]:
-        return render.document_rows(self.listed())
+        try:
+            return render.document_rows(self.listed())
+        except FreeRetError:  # e.g. the Chroma server went away: library_summary says so
+            return []
 
     def document_choices(self) -> list[tuple[str, str]]:
-        return render.document_choices(self.listed())
+        try:
+            return render.document_choices(self.listed())
+        except FreeRetError:
+            return []
 
     def library_summary(self) -> str:
-        return render.library_summary(self.documents(), self.waiting())
+        try:
+            return render.library_summary(self.documents(), self.waiting())
+        except FreeRetError as error:
+            return render.problem_html(str(error))
 
     def ingest(self, paths: Iterable[str | Path]) -> Iterator[IngestResult]:
         """Index files one by one, yielding the per-file progress after every step."""
@@ -104,7 +117,10 @@ class FreeRetApp:
     def delete(self, doc_id: str | None) -> str:
         if not doc_id:
             return "Choose a document to delete."
-        doc = self.library.delete(doc_id)
+        try:
+            doc = self.library.delete(doc_id)
+        except FreeRetError as error:
+            return str(error)
         if doc is None:
             return "That document is no longer in the library."
         return f"Deleted {doc.source}."
@@ -112,7 +128,10 @@ class FreeRetApp:
     def reindex_notice(self) -> str:
         if not self.library.needs_reindex:
             return ""
-        warning = self.library.reindex_plan().warning(self.engine.model_id)
+        try:
+            warning = self.library.reindex_plan().warning(self.engine.model_id)
+        except FreeRetError:  # the library panel says what is wrong
+            warning = ""
         return render.reindex_notice(self.library.others, self.engine.model_id, warning)
 
     def reindex(self) -> Iterator[IngestResult]:

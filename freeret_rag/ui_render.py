@@ -172,6 +172,11 @@ def library_summary(docs: Sequence[Any], waiting: Sequence[Any] = ()) -> str:
             f'</div>{note}')
 
 
+def problem_html(message: str) -> str:
+    """A problem with the library itself (not with one file), shown above the document table."""
+    return f'<div class="fr-warning">{escape(message)}</div>'
+
+
 def reindex_notice(others: Iterable[Any], model_id: str, warning: str = "") -> str:
     """The warning shown while documents of other models' indexes wait for a re-index; `warning`
     says what the re-index cannot move (ReindexPlan.warning), before it starts."""
