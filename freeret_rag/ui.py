@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -428,6 +429,44 @@ def launch_options(config: AppConfig) -> dict[str, Any]:
     )
 
 
+STARTUP_PATIENCE_S = 120.0  # how long the start-up probe keeps asking a busy machine
+
+
+def patient_url_ok(url: str, patience: float = STARTUP_PATIENCE_S) -> bool:
+    """Gradio's start-up probe (`gradio.networking.url_ok`), patient: Gradio's gives up at the first
+    request slower than 3 s and then refuses to start ("When localhost is not accessible, a
+    shareable link must be created"), which happens on a busy machine although the server is up.
+    This one asks again, with a longer timeout each time, until `patience` seconds have passed."""
+    import httpx
+
+    deadline, timeout = time.monotonic() + patience, 3.0
+    while True:
+        try:
+            response = httpx.head(url, timeout=timeout, verify=False)  # noqa: S501 - our own local server
+            if response.status_code in (200, 401, 301, 302, 303, 307, 308):  # as Gradio's: up, maybe behind a login
+                return True
+        except (httpx.TransportError, ConnectionError):  # refused, reset or too slow: ask again
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        timeout = min(2 * timeout, 30.0)
+        time.sleep(0.5)
+
+
+@contextmanager
+def patient_startup_probe() -> Iterator[None]:
+    """Gradio's start-up probe replaced by `patient_url_ok` while the app launches."""
+    from gradio import networking
+
+    hasty = networking.url_ok
+    networking.url_ok = patient_url_ok
+    try:
+        yield
+    finally:
+        networking.url_ok = hasty
+
+
 def launch(app: FreeRetApp, **overrides: Any):
     demo = build_blocks(app)
-    return demo.launch(**{**launch_options(app.config), **overrides})
+    with patient_startup_probe():  # the app starts whenever its port is free, also on a busy machine
+        return demo.launch(**{**launch_options(app.config), **overrides})

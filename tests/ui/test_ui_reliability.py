@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from test_ui_app import ingest, run_chat
@@ -61,3 +62,36 @@ def test_a_document_deleted_by_the_cli_is_never_cited_by_the_running_app(make_ap
     answer = chatbot[-1]["content"]
     assert "garden-guide.pdf" not in answer and "LadyBird.jpg" in answer
     assert [row[0] for row in app.document_rows()] == ["LadyBird.jpg"]
+
+
+def test_the_app_starts_although_the_first_request_is_slow(make_app, monkeypatch):
+    """Gradio's start-up probe gives up at the first request slower than 3 s; a busy machine is
+    simulated by making the first HEAD request wait out its timeout (as a slow server does)."""
+    import httpx
+    from gradio import networking
+    from ui_harness import free_port
+
+    from freeret_rag.ui import launch, patient_url_ok
+
+    real_head, slow = httpx.head, {"left": 1}
+
+    def head(url, *args, timeout=None, **kwargs):
+        if slow["left"]:
+            slow["left"] -= 1
+            time.sleep(timeout or 0)
+            raise httpx.ReadTimeout(f"no answer within {timeout} s")
+        return real_head(url, *args, timeout=timeout, **kwargs)
+
+    monkeypatch.setattr(httpx, "head", head)
+    hasty = networking.url_ok
+    server_app, local_url, _ = launch(make_app(), server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        assert slow["left"] == 0  # the slow request happened during the launch
+        assert networking.url_ok is hasty  # Gradio's own probe is back after the launch
+        assert httpx.get(local_url, timeout=60).status_code == 200
+        slow["left"] = 1
+        assert not hasty(local_url)  # Gradio's probe alone gives up on the same slow first request
+        slow["left"] = 1
+        assert patient_url_ok(local_url, patience=30)
+    finally:
+        server_app.get_blocks().close()
