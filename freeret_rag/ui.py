@@ -426,7 +426,18 @@ def launch_options(config: AppConfig) -> dict[str, Any]:
         mcp_server=False,
         pwa=False,
         footer_links=["api"],
+        # Failed sign-ins slowed, then refused per client; the login page without the API description.
+        app_kwargs={"middleware": [login_guard()]} if config.auth else None,
     )
+
+
+def login_guard():
+    """The login's guard (ui_guard.LoginGuard) as a Starlette middleware entry."""
+    from starlette.middleware import Middleware
+
+    from .ui_guard import LoginGuard
+
+    return Middleware(LoginGuard)
 
 
 STARTUP_PATIENCE_S = 120.0  # how long the start-up probe keeps asking a busy machine

@@ -95,3 +95,43 @@ def test_the_app_starts_although_the_first_request_is_slow(make_app, monkeypatch
         assert patient_url_ok(local_url, patience=30)
     finally:
         server_app.get_blocks().close()
+
+
+def test_failed_logins_are_slowed_then_refused_and_the_login_page_hides_the_api(make_app, monkeypatch):
+    import httpx
+    from ui_harness import free_port
+
+    from freeret_rag import ui_guard
+    from freeret_rag.ui import launch
+
+    monkeypatch.setattr(ui_guard, "MAX_FAILURES", 3)
+    monkeypatch.setattr(ui_guard, "DELAY_S", 0.5)
+    monkeypatch.setattr(ui_guard, "LOCKOUT_S", 4.0)
+    server_app, url, _ = launch(make_app("--auth", "ann:secret"), server_port=free_port(),
+                                prevent_thread_lock=True, quiet=True)
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            assert client.get("gradio_api/info").status_code == 401
+            login_page = client.get("").text
+            assert "auth_required" in login_page
+            for endpoint in ("add_files", "documents", "delete", "/chat"):  # the app's API, by name
+                assert endpoint not in login_page, endpoint
+
+            def sign_in(password: str) -> tuple[int, float, httpx.Response]:
+                started = time.monotonic()
+                response = client.post("login", data={"username": "ann", "password": password})
+                return response.status_code, time.monotonic() - started, response
+
+            for _ in range(3):
+                status, took, _ = sign_in("wrong")
+                assert status == 400 and took >= 0.5
+            status, took, refused = sign_in("secret")  # locked out: even the right password waits
+            assert status == 429 and took < 0.5 and 1 <= int(refused.headers["retry-after"]) <= 4
+            assert "Too many failed sign-ins" in refused.json()["detail"]
+            time.sleep(4.2)
+            assert sign_in("secret")[0] == 200
+            assert "add_files" in client.get("").text  # signed in: the page describes the API again
+            assert client.get("gradio_api/info").status_code == 200
+            assert [sign_in("wrong")[0] for _ in range(2)] == [400, 400]  # the count started again
+    finally:
+        server_app.get_blocks().close()
