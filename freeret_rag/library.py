@@ -399,16 +399,15 @@ class Library:
         wait for a re-index (a mismatch, or a re-index that stopped half way). Oldest first."""
         self.refresh()
         with self._lock:
-            if self._waiting is None:
-                mine = {doc.doc_id for doc in self.store.documents()}
+            if self._waiting is None:  # the other spaces' documents, read once per change of the index
                 found: dict[str, WaitingDocument] = {}
                 for other in sorted(self.others, key=lambda info: info.status != "waiting"):
                     reason = WAITING_FOR_IMAGES if other.status == "waiting" else WAITING_FOR_REINDEX
                     for doc in Store(self.client, other.model_id, other.prompt_version).documents():
-                        if doc.doc_id not in mine:
-                            found.setdefault(doc.doc_id, WaitingDocument(**doc.__dict__, waiting=reason))
+                        found.setdefault(doc.doc_id, WaitingDocument(**doc.__dict__, waiting=reason))
                 self._waiting = sorted(found.values(), key=lambda doc: (doc.added_at, doc.source))
-            return list(self._waiting)
+            mine = {doc.doc_id for doc in self.store.documents()}
+            return [doc for doc in self._waiting if doc.doc_id not in mine]
 
     def items(self, doc_id: str) -> list[Item]:
         return self.store.items(doc_id)

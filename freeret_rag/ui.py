@@ -395,8 +395,9 @@ def build_blocks(app: FreeRetApp):
             return [{"file": s.name, "state": s.state, "items": s.items, "message": s.message} for s in result.files]
 
         def api_documents() -> list[dict]:
+            """Searchable documents, then those waiting ("waiting" says why; absent for the others)."""
             return [{"doc_id": d.doc_id, "file": d.source, "type": d.file_type, "items": d.items}
-                    for d in app.documents()]
+                    | ({"waiting": d.waiting} if getattr(d, "waiting", "") else {}) for d in app.listed()]
 
         api_chat_button = gr.Button(visible=False)
         api_chat_button.click(app.chat, inputs=[textbox, chatbot, history, *settings],

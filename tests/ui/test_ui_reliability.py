@@ -42,6 +42,11 @@ def test_a_mismatched_model_says_what_waits_and_a_reindex_keeps_what_it_cannot_s
     assert sorted(row[0] for row in app.document_rows()) == [f"LadyBird.jpg ({WAITING_FOR_IMAGES})",
                                                              "garden-guide.pdf"]
     assert (app.library.assets / bird.doc_id).is_dir()
+    from freeret_rag.ui import build_blocks
+
+    api = next(f.fn for f in build_blocks(app).fns.values() if f.api_name == "documents")
+    assert sorted((row["file"], row.get("waiting")) for row in api()) == [("LadyBird.jpg", WAITING_FOR_IMAGES),
+                                                                         ("garden-guide.pdf", None)]
     _, chatbot, _ = run_chat(app, "Which beetles eat aphids?")
     assert "garden-guide.pdf" in chatbot[-1]["content"]
     assert app.delete(bird.doc_id) == "Deleted LadyBird.jpg."
