@@ -133,7 +133,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
     library = open_library(args, allow_mismatch=True)
     plan = library.reindex_plan() if library.others else None
-    if plan is None or not plan.movable:
+    if plan is None or (not plan.movable and not library.needs_reindex):
         waiting = f"; {len(plan.unseeable)} document(s) still {WAITING_FOR_IMAGES}" if plan and plan.unseeable else ""
         print(f"the index already uses {library.store.model_id} ({library.store.prompt_version}); "
               f"nothing to re-index{waiting}")

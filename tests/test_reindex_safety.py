@@ -104,3 +104,24 @@ def test_a_waiting_document_can_be_deleted_with_its_assets(engines, tmp_path):
     back = Library(engines["vision"], data, allow_mismatch=True)
     back.reindex()
     assert [d.source for d in back.documents()] == ["README.md"]  # a deleted document never comes back
+
+
+def test_cli_reindex_of_images_only_keeps_them_waiting_and_unblocks_the_text_model(engines, tiny_model_dirs, tmp_path):
+    src, data = copy_samples(tmp_path / "in", ["LadyBird.jpg"]), tmp_path / "data"
+    [bird] = Library(engines["vision"], data).add([src]).added
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "freeret_rag", "--model", str(tiny_model_dirs["llama"]),
+                               "--data-dir", str(data), *args], cwd=REPO, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    done = cli("reindex", "-q")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1 document(s) cannot be read" in done.stderr  # said before the re-index ran
+    assert "kept 1 document(s) in the old index" in done.stdout and "waiting LadyBird.jpg" in done.stdout
+    text = Library(engines["text"], data)  # no mismatch any more: the text model can add files
+    assert not text.needs_reindex and [d.doc_id for d in text.waiting()] == [bird.doc_id]
+    readme = copy_samples(tmp_path / "more", ["README.md"]) / "README.md"
+    assert [d.source for d in text.add([readme]).added] == ["README.md"]
+    again = cli("reindex")
+    assert again.returncode == 0 and "nothing to re-index; 1 document(s) still waiting" in again.stdout
