@@ -2,10 +2,13 @@
 #
 # CPU image (default):
 #   docker build -t freeret-rag .
-#   docker run --rm -p 7860:7860 -v freeret-data:/data freeret-rag
+#   docker run --rm -p 7860:7860 -v freeret-data:/data -e FREERET_AUTH=me:change-this freeret-rag
 # GPU image (NVIDIA; needs the NVIDIA Container Toolkit on the host):
 #   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130 -t freeret-rag:gpu .
-#   docker run --rm --gpus all -p 7860:7860 -v freeret-data:/data freeret-rag:gpu
+#   docker run --rm --gpus all -p 7860:7860 -v freeret-data:/data -e FREERET_AUTH=me:change-this freeret-rag:gpu
+#
+# The app listens on all interfaces here, so it refuses to start without a login: give FREERET_AUTH
+# (user:password), or FREERET_ALLOW_NO_LOGIN=1 to serve the whole library open on purpose.
 #
 # Everything that must survive a restart lives under /data (mount a volume there):
 #   /data/huggingface  model downloads (HF_HOME)   /data/index  index, page renders, uploaded files

@@ -41,6 +41,21 @@ NOTHING_RELEVANT = ("I could not find anything in your library that answers this
 EMPTY_QUESTION = "Type a question (you can also attach an image)."
 
 
+def nothing_searchable(waiting: Sequence[Any], model_id: str) -> str:
+    """What to say when no document is searchable with the loaded model but some wait (Library.waiting)."""
+    from .library import WAITING_FOR_IMAGES
+
+    for_images = sum(getattr(doc, "waiting", "") == WAITING_FOR_IMAGES for doc in waiting)
+    parts = []
+    if len(waiting) - for_images:
+        parts.append(f"{len(waiting) - for_images} wait for a re-index with it (open the Library panel and press "
+                     "\"Re-index with this model\"; the files need not be uploaded again)")
+    if for_images:
+        parts.append(f"{for_images} wait for a model that can see images")
+    return (f"Your library holds {len(waiting)} document(s), but none can be searched with the loaded model "
+            f"({model_id}) yet: {'; '.join(parts)}.")
+
+
 @dataclass(frozen=True)
 class ChatSettings:
     """Per-session answer settings (the Settings panel).
@@ -114,6 +129,8 @@ def plain_history(history: Sequence[dict] | None) -> list[dict]:
 def _library_is_empty(library: Any) -> bool:
     try:
         return len(library.documents()) == 0
+    except FreeRetError:  # said to the user (e.g. the Chroma server is not reachable)
+        raise
     except Exception:  # a listing problem must not stop a search from being tried
         log.exception("could not list documents")
         return False
@@ -133,7 +150,8 @@ def _pipeline(library: Any, engine: Any, question: str, image: ImageLike | None,
                                  "vision-language model.")
         return
     if _library_is_empty(library):
-        yield ChatEvent("nothing", NOTHING_IN_LIBRARY)
+        waiting = library.waiting() if hasattr(library, "waiting") else []
+        yield ChatEvent("nothing", nothing_searchable(waiting, engine.model_id) if waiting else NOTHING_IN_LIBRARY)
         return
 
     query_text = question

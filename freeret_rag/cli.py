@@ -9,7 +9,8 @@ and after the subcommand, on every subcommand, extensions included. Heavy import
 happen inside the commands, so `--help` stays quick.
 
 Errors end the command with one line on stderr, never a traceback: a bad flag or value exits 2
-(argparse, settings.ConfigError), a FreeRetError 2, an OSError (file system) 1.
+(argparse, settings.ConfigError), a FreeRetError 2, an OSError (file system) 1, a Chroma server
+that is not reachable 3 (nothing was lost: run the same command again when it is back).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, NoReturn, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator, Mapping, NoReturn, Sequence
 
 from . import settings
-from .errors import FreeRetError
+from .errors import FreeRetError, StoreUnreachableError
 
 if TYPE_CHECKING:
     from .library import AddReport, Library, Progress
@@ -72,9 +74,9 @@ class ProgressBar:
             self.bar.total = event.total or None
             self.bar.n = event.done
             self.bar.refresh()
-        elif event.stage in ("added", "unchanged", "skipped"):
+        elif event.stage in ("added", "unchanged", "skipped", "waiting"):
             self.close()
-            detail = {"added": f"{event.done} item(s)", "unchanged": "already indexed", "skipped": ""}[event.stage]
+            detail = {"added": f"{event.done} item(s)", "unchanged": "already indexed"}.get(event.stage, "")
             message = "; ".join(part for part in (detail, event.message) if part)
             tqdm.write(f"[{event.file_index}/{event.files}] {event.stage:<9} {name}: {message}", file=self.stream)
         elif event.stage == "check":
@@ -94,7 +96,7 @@ def _report(report: "AddReport") -> int:
 
 def resolve_documents(library: "Library", refs: Sequence[str]) -> list[str]:
     """Doc ids for references given as a doc id, a unique id prefix, or a file name."""
-    docs = library.documents()
+    docs = library.documents() + library.waiting()
     found = []
     for ref in refs:
         matches = [d for d in docs if d.doc_id == ref] or [d for d in docs if d.doc_id.startswith(ref)] \
@@ -111,28 +113,52 @@ def resolve_documents(library: "Library", refs: Sequence[str]) -> list[str]:
 # -- the commands --------------------------------------------------------------------------------
 def cmd_add(args: argparse.Namespace) -> int:
     library = open_library(args)
-    return _report(library.add(args.paths, progress=None if args.quiet else ProgressBar()))
+    with _progress(args) as bar:
+        return _report(library.add(args.paths, progress=bar))
+
+
+@contextmanager
+def _progress(args: argparse.Namespace) -> Iterator[ProgressBar | None]:
+    """A progress bar (none with --quiet), closed however the command ends, so that an error is
+    the last line printed."""
+    bar = None if args.quiet else ProgressBar()
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
+    from .library import WAITING_FOR_IMAGES
+
     library = open_library(args, allow_mismatch=True)
-    if not library.others:
-        print(f"the index already uses {library.store.model_id} ({library.store.prompt_version}); nothing to re-index")
+    plan = library.reindex_plan() if library.others else None
+    if plan is None or (not plan.movable and not library.needs_reindex):
+        waiting = f"; {len(plan.unseeable)} document(s) still {WAITING_FOR_IMAGES}" if plan and plan.unseeable else ""
+        print(f"the index already uses {library.store.model_id} ({library.store.prompt_version}); "
+              f"nothing to re-index{waiting}")
         return 0
-    return _report(library.reindex(progress=None if args.quiet else ProgressBar()))
+    if plan.unseeable:  # said before anything starts; nothing is deleted
+        print(plan.warning(library.store.model_id), file=sys.stderr)
+    with _progress(args) as bar:
+        return _report(library.reindex(progress=bar))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     library = open_library(args, engine=False, allow_mismatch=True)
-    docs = library.documents()
+    docs, waiting = library.documents(), library.waiting()
     if args.json:
-        print(json.dumps([doc.__dict__ for doc in docs], indent=2))
+        print(json.dumps([doc.__dict__ for doc in docs + waiting], indent=2))
         return 0
-    for doc in docs:
+    for doc in docs + waiting:
         added = time.strftime("%Y-%m-%d %H:%M", time.localtime(doc.added_at))
-        print(f"{doc.doc_id}  {doc.file_type:<5}  {doc.items:>5} item(s)  {added}  {doc.source}")
+        mark = f"  [{doc.waiting}]" if getattr(doc, "waiting", None) else ""
+        print(f"{doc.doc_id}  {doc.file_type:<5}  {doc.items:>5} item(s)  {added}  {doc.source}{mark}")
     print(f"{len(docs)} document(s), {len(library)} items; model {library.store.model_id} "
           f"({library.store.prompt_version}) in {library.location}")
+    if waiting:
+        print(f"{len(waiting)} more document(s) listed but not searchable with this model (marked above)")
     if library.needs_reindex:
         print("a re-index is pending: run `reindex` with the new model")
     return 0
@@ -273,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         vars(args).update(settings.read_flags(args, settings.COMMON))
         return int(args.func(args) or 0)
+    except StoreUnreachableError as error:  # the Chroma server went away: nothing was lost
+        return fail(error, 3)
     except FreeRetError as error:  # settings.ConfigError included
         return fail(error, 2)
     except OSError as error:

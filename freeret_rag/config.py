@@ -91,6 +91,7 @@ class AppConfig:
     port: int = DEFAULT_PORT
     root_path: str | None = None
     auth: list[tuple[str, str]] = field(default_factory=list)
+    allow_no_login: bool = False  # serve beyond this machine without a login, on purpose
     max_upload_bytes: int = parse_size(DEFAULT_MAX_UPLOAD)
     share: bool = False
     # Defaults of the settings panel (each browser session may change its own).
@@ -142,6 +143,11 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     server.add_argument("--auth", default=env("FREERET_AUTH"),
                         help="require a login: user:password (several separated by commas) or a file "
                              "with one user:password a line [FREERET_AUTH] (default: no login)")
+    server.add_argument("--allow-no-login", action=argparse.BooleanOptionalAction,
+                        default=parse_bool(env("FREERET_ALLOW_NO_LOGIN", default="false"), "FREERET_ALLOW_NO_LOGIN"),
+                        help="serve beyond this machine (a --host other than loopback, or --share) without a "
+                             "login; refused otherwise, as anyone who reaches the port would see and change the "
+                             "whole library [FREERET_ALLOW_NO_LOGIN] (default: off)")
     server.add_argument("--max-upload", default=env("FREERET_MAX_UPLOAD", default=DEFAULT_MAX_UPLOAD),
                         help=f"largest file accepted, e.g. 200mb, 2gb [FREERET_MAX_UPLOAD] (default: {DEFAULT_MAX_UPLOAD})")
     server.add_argument("--share", action=argparse.BooleanOptionalAction,
@@ -166,6 +172,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         port=int(args.port),
         root_path=args.root_path or None,
         auth=parse_auth(args.auth),
+        allow_no_login=bool(args.allow_no_login),
         max_upload_bytes=parse_size(args.max_upload),
         share=bool(args.share),
         concurrency=int(args.concurrency),
@@ -184,3 +191,20 @@ def validate(config: AppConfig) -> None:
     for name in ("concurrency", "max_queue"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+    if (config.share or not is_loopback(config.host)) and not config.auth and not config.allow_no_login:
+        where = "a public gradio.live link" if config.share else f"{config.host} (beyond this machine)"
+        raise ConfigError(f"serving on {where} without a login would let anyone who reaches it read, add and "
+                          "delete the whole library: give a login with --auth / FREERET_AUTH user:password, or "
+                          "serve it open on purpose with --allow-no-login / FREERET_ALLOW_NO_LOGIN=1")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.strip().lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # another name: it may resolve to any address
+        return False

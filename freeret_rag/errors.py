@@ -28,3 +28,13 @@ class IngestError(FreeRetError):
 
 class IndexMismatchError(FreeRetError):
     """The index on disk was built with another model or prompt version; vectors must not mix."""
+
+
+class StoreUnreachableError(FreeRetError):
+    """The Chroma server went away (or never answered). Whatever was committed is safe on the
+    server, and a half-written document is invisible and resumed or purged by the next run."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        super().__init__(f"the Chroma server at {url} is not reachable; nothing was lost; "
+                         "run the same command again when it is back")

@@ -18,6 +18,7 @@ library, and adding the same files again resumes where it stopped.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -32,19 +33,23 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from . import fusion, selfcheck
 from .settings import RERANK_K
-from .errors import FreeRetError, IndexMismatchError, IngestError
+from .errors import FreeRetError, IndexMismatchError, IngestError, StoreUnreachableError
 from .items import Hit, Item, ItemKind, Query
 from .locking import Writer, WriterLock, this_writer
 from .media import MediaSettings, kind_for_path, load_items
 from .media.common import read_ahead
 from .selfcheck import SelfCheck
-from .store import DocumentInfo, IndexInfo, Store, as_weight_map, collection_name, connect, list_indexes
+from .store import (DocumentInfo, IndexInfo, Store, as_weight_map, collection_name, connect, list_indexes,
+                    server_unreachable)
 
 log = logging.getLogger(__name__)
 
 # Kinds a text-only model can still embed from their text (a PDF page's text layer).
 TEXT_FALLBACK_KINDS: frozenset[str] = frozenset({"pdf_page"})
 CANNOT_SEE = "the loaded model cannot see images"
+# Why a document of another embedding space is not searchable now (Library.waiting).
+WAITING_FOR_IMAGES = "waiting for a model that can see images"
+WAITING_FOR_REINDEX = "waiting for a re-index with the loaded model"
 # The model's own words (PromptReps): the most probable next words at the read-out, function words
 # dropped (small models put most of their mass on "the", "when", ...).
 WORDS_ASKED = 64
@@ -89,7 +94,8 @@ class Progress:
     """One ingestion event; the UI and the CLI progress bar consume the same stream.
 
     stage: "file" (a file starts), "item" (`done` of `total` pages/segments/chunks embedded; total
-    may grow while a file is read), then one of "added", "unchanged", "skipped" (`message` says why).
+    may grow while a file is read), then one of "added", "unchanged", "skipped" (`message` says why),
+    or in a re-index "waiting" (the model cannot see the document: it stays in its old index).
     """
 
     stage: str
@@ -120,6 +126,8 @@ class AddReport:
     replaced: list[DocumentInfo] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     notes: list[Skipped] = field(default_factory=list)  # documents indexed with some items left out
+    #: Re-index: documents the loaded model cannot embed, kept in their old index (Library.waiting).
+    waiting: list[Skipped] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -132,7 +140,34 @@ class AddReport:
         lines += [f"  replaced older version of {doc.source}" for doc in self.replaced]
         lines += [f"  skipped {Path(s.path).name}: {s.reason}" for s in self.skipped]
         lines += [f"  note {Path(s.path).name}: {s.reason}" for s in self.notes]
+        if self.waiting:
+            lines.append(f"kept {len(self.waiting)} document(s) in the old index, {WAITING_FOR_IMAGES} "
+                         "(nothing was deleted; re-index with such a model to search them again):")
+            lines += [f"  waiting {Path(s.path).name}" for s in self.waiting]
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class WaitingDocument(DocumentInfo):
+    """A document kept in another embedding space, listed but not searchable with the loaded model."""
+
+    waiting: str = WAITING_FOR_REINDEX  # why, in words
+
+
+@dataclass
+class ReindexPlan:
+    """What `reindex` would do, said before it starts: the documents it can move, and those the
+    loaded model cannot embed at all (they stay in their old index, waiting)."""
+
+    movable: list[DocumentInfo] = field(default_factory=list)
+    unseeable: list[DocumentInfo] = field(default_factory=list)
+
+    def warning(self, model_id: str) -> str:
+        """One sentence for the user about the unseeable documents ("" when there are none)."""
+        if not self.unseeable:
+            return ""
+        return (f"{len(self.unseeable)} document(s) cannot be read by {model_id} (it cannot see images): they stay "
+                f"in the library, {WAITING_FOR_IMAGES}, with their files; nothing is deleted.")
 
 
 class _Unseeable(IngestError):
@@ -184,6 +219,22 @@ def _walk(root: Path, seen_dirs: set[tuple[int, int]]) -> Iterator[Path]:
         yield from (Path(dirpath) / name for name in sorted(filenames) if not name.startswith("."))
 
 
+def _server_errors(method: Callable) -> Callable:
+    """A Chroma server that went away becomes one StoreUnreachableError (one clear line for the
+    user) instead of whatever the HTTP client raised half way through."""
+    @functools.wraps(method)
+    def guarded(self: "Library", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except StoreUnreachableError:
+            raise
+        except Exception as error:
+            if getattr(self, "chroma_url", None) and server_unreachable(error):
+                raise StoreUnreachableError(self.chroma_url) from error
+            raise
+    return guarded
+
+
 class Library:
     """One index (a data folder, optionally a Chroma server) searched with one engine.
 
@@ -197,6 +248,7 @@ class Library:
     nothing. See `_recover` for what a write purges, and when.
     """
 
+    @_server_errors
     def __init__(self, engine: Any | None, data_dir: str | Path | None = None, chroma_url: str | None = None, *,
                  allow_mismatch: bool = False, batch_size: int | None = None,
                  fusion_weights: tuple[float, ...] | dict[str, tuple[float, float, float]] | None = None,
@@ -220,6 +272,7 @@ class Library:
         self._writer = WriterLock(self.data_dir)
         self._writer.observe()  # before reading: a write after this makes what we read stale
         self._recovered = False
+        self._waiting: list[WaitingDocument] | None = None  # cache of `waiting()`, reset when the index changes
         self.client = connect(self.data_dir, chroma_url)
         indexes = list_indexes(self.client)
         if engine is not None:
@@ -286,6 +339,7 @@ class Library:
         self.store = Store(self.client, self.store.model_id, self.store.prompt_version, status=self.store.status)
         self.others = [i for i in list_indexes(self.client) if i.name != self.store.name and i.count]
         self._checked = None  # the self-check may have been re-measured there too
+        self._waiting = None
 
     def _writer_dead(self, writer: str | None) -> bool:
         """Whether the writer of pending items is certainly dead (called while holding the lock).
@@ -316,10 +370,14 @@ class Library:
             if folder.name not in known:
                 shutil.rmtree(folder, ignore_errors=True)
 
+    @_server_errors
     def refresh(self) -> bool:
         """Re-read the index if another process wrote since this one last read it (e.g. the CLI
         added files while the app runs); True if it did. Cheap when nothing changed: it reads one
-        small file. Writes do this by themselves."""
+        small file. Writes do this by themselves. With a Chroma server, also one heartbeat: a server
+        that went away is said at once (StoreUnreachableError), not shown as a stale listing."""
+        if self.chroma_url:
+            self.client.heartbeat()
         with self._lock:
             if not self._writer.changed():
                 return False
@@ -332,12 +390,30 @@ class Library:
             raise FreeRetError("this needs a model: open the library with an engine")
         return self.engine
 
+    @_server_errors
     def documents(self) -> list[DocumentInfo]:
         self.refresh()  # another process may have added or deleted files
         return self.store.documents()
 
     def document(self, doc_id: str) -> DocumentInfo | None:
         return self.store.document(doc_id)
+
+    @_server_errors
+    def waiting(self) -> list[WaitingDocument]:
+        """Documents that other embedding spaces here hold and the loaded one does not: listed, not
+        searchable. Those a re-index left out because the model cannot see them say so; the others
+        wait for a re-index (a mismatch, or a re-index that stopped half way). Oldest first."""
+        self.refresh()
+        with self._lock:
+            if self._waiting is None:  # the other spaces' documents, read once per change of the index
+                found: dict[str, WaitingDocument] = {}
+                for other in sorted(self.others, key=lambda info: info.status != "waiting"):
+                    reason = WAITING_FOR_IMAGES if other.status == "waiting" else WAITING_FOR_REINDEX
+                    for doc in Store(self.client, other.model_id, other.prompt_version).documents():
+                        found.setdefault(doc.doc_id, WaitingDocument(**doc.__dict__, waiting=reason))
+                self._waiting = sorted(found.values(), key=lambda doc: (doc.added_at, doc.source))
+            mine = {doc.doc_id for doc in self.store.documents()}
+            return [doc for doc in self._waiting if doc.doc_id not in mine]
 
     def items(self, doc_id: str) -> list[Item]:
         return self.store.items(doc_id)
@@ -347,6 +423,7 @@ class Library:
         return len(self.store)
 
     # -- adding ----------------------------------------------------------------------------------
+    @_server_errors
     def add(self, paths: Iterable[str | Path] | str | Path, progress: ProgressCallback | None = None) -> AddReport:
         """Index files and folders (recursively). One bad file is skipped with its reason; the rest go on."""
         self._engine()
@@ -395,6 +472,8 @@ class Library:
                     doc, note = self.ingest_items(path, doc_id, items, fields,
                                                   lambda done: event("item", done, max(done, loaded["total"])))
         except Exception as error:  # noqa: BLE001 - one bad file must never stop the batch
+            if self.chroma_url and server_unreachable(error):
+                raise  # not the file's fault: stop the batch (nothing is lost; the next run resumes)
             reason = error.reason if isinstance(error, IngestError) else f"{type(error).__name__}: {error}"
             if not isinstance(error, IngestError):
                 log.exception("unexpected error while indexing %s", path)
@@ -494,11 +573,12 @@ class Library:
         return doc, f"{note} left out: {CANNOT_SEE}" if note else ""
 
     # -- removing and re-indexing ----------------------------------------------------------------
+    @_server_errors
     def delete(self, doc_id: str) -> DocumentInfo | None:
         """Remove one document: all its items (in every embedding space here) and its assets.
-        Returns it as the active index had it (None if it was not there)."""
+        Returns it as the active index had it, else as a waiting document (None if neither had it)."""
         with self._writing():
-            doc = self.store.committed(doc_id)
+            doc = self.store.committed(doc_id) or next((w for w in self.waiting() if w.doc_id == doc_id), None)
             self._delete_document(doc_id)
             return doc
 
@@ -506,29 +586,58 @@ class Library:
         with self._writing():
             self.store.delete([doc_id])
             for other in self.others:
-                self.client.get_collection(other.name, embedding_function=None).delete(where={"doc_id": doc_id})
+                collection = self.client.get_collection(other.name, embedding_function=None)
+                collection.delete(where={"doc_id": doc_id})
+                if other.status == "waiting" and not collection.count():  # its last waiting document
+                    self.client.delete_collection(other.name)
+            self.others = [i for i in list_indexes(self.client) if i.name != self.store.name and i.count]
+            self._waiting = None
             shutil.rmtree(self.assets / doc_id, ignore_errors=True)
 
+    def _reindex_sources(self) -> tuple[list[Store], dict[str, tuple[DocumentInfo, Store]]]:
+        """The other embedding spaces (those still waiting for a re-index first) and the documents
+        to move, each once, that the loaded index does not hold yet."""
+        with self._writing():  # a fresh client if another process wrote
+            others = sorted((i for i in list_indexes(self.client) if i.name != self.store.name),
+                            key=lambda info: info.status == "waiting")
+            sources = [Store(self.client, i.model_id, i.prompt_version) for i in others]
+        todo: dict[str, tuple[DocumentInfo, Store]] = {}
+        for source in sources:
+            for doc in source.documents():
+                todo.setdefault(doc.doc_id, (doc, source))
+        return sources, todo
+
+    @_server_errors
+    def reindex_plan(self) -> ReindexPlan:
+        """Which documents `reindex` can move and which the loaded model cannot embed at all (they
+        would stay in their old index, waiting): to tell the user before anything starts."""
+        self._engine()
+        plan = ReindexPlan()
+        for doc, source in self._reindex_sources()[1].values():
+            if self.store.document(doc.doc_id) is not None:
+                continue
+            seen = any(self._view(item) is not None for item in source.items(doc.doc_id))
+            (plan.movable if seen else plan.unseeable).append(doc)
+        return plan
+
+    @_server_errors
     def reindex(self, progress: ProgressCallback | None = None) -> AddReport:
-        """Re-embed every document of the other embedding spaces with the loaded model, then drop them.
+        """Re-embed every document of the other embedding spaces with the loaded model.
 
         Items are re-embedded from what the index stored (text and page/frame images under assets/),
         so the original files need not exist any more. Resumable: documents already re-indexed are
-        kept. The old collections are deleted only if every document moved or was left out because
-        the new model cannot see it; otherwise the mismatch stays and `reindex` can be run again.
+        kept. Nothing the loaded model cannot read is ever dropped: a document it cannot embed at
+        all (an image for a text-only model) stays in its old index, marked "waiting" (listed by
+        `waiting()`, its assets kept), and comes back with a re-index by a model that can see it.
+        Moved documents leave their old index only if every document moved or waits; after any
+        other failure the old indexes stay whole and `reindex` can be run again.
         """
         self._engine()
         started = time.perf_counter()
         report = AddReport()
         emit = progress or (lambda event: None)
         with self._lock:
-            with self._writing():  # a fresh client if another process wrote
-                sources = [Store(self.client, i.model_id, i.prompt_version) for i in list_indexes(self.client)
-                           if i.name != self.store.name]
-            todo: dict[str, tuple[DocumentInfo, Store]] = {}
-            for source in sources:
-                for doc in source.documents():
-                    todo.setdefault(doc.doc_id, (doc, source))
+            sources, todo = self._reindex_sources()
             failed = False
             for index, (doc, source) in enumerate(todo.values(), 1):
                 def event(stage: str, done: int = 0, total: int = 0, message: str = "") -> None:
@@ -547,7 +656,14 @@ class Library:
                         new, note = self.ingest_items(doc.source, doc.doc_id, items, fields,
                                                  lambda done: event("item", done, len(items)))
                     except Exception as error:  # noqa: BLE001 - keep going, keep the old index
-                        failed |= not isinstance(error, _Unseeable)
+                        if self.chroma_url and server_unreachable(error):
+                            raise  # stop: the old index is whole and the next run resumes
+                        if isinstance(error, _Unseeable):
+                            self.store.delete([doc.doc_id])
+                            report.waiting.append(Skipped(doc.path or doc.source, WAITING_FOR_IMAGES))
+                            event("waiting", message=f"kept in the old index, {WAITING_FOR_IMAGES}")
+                            continue
+                        failed = True
                         reason = error.reason if isinstance(error, IngestError) else f"{type(error).__name__}: {error}"
                         self.store.delete([doc.doc_id])
                         report.skipped.append(Skipped(doc.path or doc.source, reason))
@@ -561,19 +677,32 @@ class Library:
                 self.store.set_status("active")
                 self.mismatch = None
                 if not failed:
-                    for source in sources:
-                        self.client.delete_collection(source.name)
-                    self.others = []
+                    self._retire(sources, {doc.doc_id for doc in report.added + report.unchanged})
                     self._recover()
                 else:
                     self.others = [i for i in list_indexes(self.client) if i.name != self.store.name and i.count]
+                self._waiting = None
         if report.added:
             self._after_change(emit)
         report.seconds = time.perf_counter() - started
         return report
 
+    def _retire(self, sources: Sequence[Store], moved: set[str]) -> None:
+        """After a re-index: drop the moved documents from the old indexes. An old index that still
+        holds documents (those the loaded model cannot see) is kept, marked "waiting"; an emptied
+        one is deleted."""
+        for source in sources:
+            left = {doc.doc_id for doc in source.documents()} - moved
+            if left:
+                source.delete(moved)
+                source.set_status("waiting")
+            else:
+                self.client.delete_collection(source.name)
+        self.others = [i for i in list_indexes(self.client) if i.name != self.store.name and i.count]
+
     # -- the self-check and what it decides -------------------------------------------------------
     @property
+    @_server_errors
     def self_check_result(self) -> SelfCheck | None:
         """The last self-check stored with this index (for its model and prompt version), or None."""
         if self._checked is None or self._checked[0] != self.store.name:
@@ -592,6 +721,7 @@ class Library:
         result = self.self_check_result
         return result is None or result.stale(len(self.store))
 
+    @_server_errors
     def self_check(self, progress: Callable[[str], None] | None = None, limit: int = selfcheck.MAX_QUERIES) -> SelfCheck:
         """Measure the loaded model on this library now (selfcheck.py) and store the result with the index.
 
@@ -675,6 +805,7 @@ class Library:
         vector, words = self.embed_query(query)
         return self.store.channels(vector, query.text, depth, query_words=words)[0]
 
+    @_server_errors
     def search(self, query: Query | str, k: int = 10, kinds: Sequence[ItemKind] | None = None,
                doc_ids: Sequence[str] | None = None, rerank: bool = True, rerank_k: int = RERANK_K,
                depth: int | None = None, score_head: bool = False) -> list[Hit]:

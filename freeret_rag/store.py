@@ -63,6 +63,22 @@ def connect(data_dir: Path, chroma_url: str | None = None, *, fresh: bool = Fals
     return chromadb.PersistentClient(path=str(path), settings=settings)
 
 
+def server_unreachable(error: BaseException | None) -> bool:
+    """Whether `error`, or an error that led to it, says that a Chroma server could not be reached
+    (refused, reset, timed out): httpx's transport errors, and the ValueError HttpClient raises."""
+    import httpx
+
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, httpx.TransportError):
+            return True
+        if isinstance(error, ValueError) and "Could not connect to a Chroma server" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def collection_name(model_id: str, prompt_version: str) -> str:
     """Readable and unique: a slug of the model name plus a hash of (model, prompt version).
 

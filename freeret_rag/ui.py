@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from . import ui_render as render
 from .chat import EMPTY_ANSWER, ChatSettings, for_spaces, plain_history, respond, turn
 from .config import AppConfig, default_model
+from .errors import FreeRetError
 from .items import Hit
 from .settings import MIN_RELEVANCE, N_SOURCES, RERANK, RERANK_K, TOP_K
 from .ui_render import CSS, FileStatus, render_progress
@@ -68,7 +70,10 @@ class FreeRetApp:
 
     def self_check_info(self) -> str:
         """The self-check's figures and what they switched on or off, in words (Settings panel)."""
-        return render.self_check_markdown(getattr(self.library, "self_check_result", None))
+        try:
+            return render.self_check_markdown(getattr(self.library, "self_check_result", None))
+        except FreeRetError as error:
+            return str(error)
 
     # -- library ------------------------------------------------------------------------------
     def supported_extensions(self) -> list[str]:
@@ -79,14 +84,31 @@ class FreeRetApp:
     def documents(self) -> list[Any]:
         return sorted(self.library.documents(), key=lambda doc: (doc.source.lower(), doc.doc_id))
 
+    def waiting(self) -> list[Any]:
+        """Documents listed but not searchable with this model (Library.waiting), by name."""
+        return sorted(self.library.waiting(), key=lambda doc: (doc.source.lower(), doc.doc_id))
+
+    def listed(self) -> list[Any]:
+        """What the table and the delete list show: the searchable documents, then the waiting ones."""
+        return self.documents() + self.waiting()
+
     def document_rows(self) -> list[list[Any]]:
-        return render.document_rows(self.documents())
+        try:
+            return render.document_rows(self.listed())
+        except FreeRetError:  # e.g. the Chroma server went away: library_summary says so
+            return []
 
     def document_choices(self) -> list[tuple[str, str]]:
-        return render.document_choices(self.documents())
+        try:
+            return render.document_choices(self.listed())
+        except FreeRetError:
+            return []
 
     def library_summary(self) -> str:
-        return render.library_summary(self.documents())
+        try:
+            return render.library_summary(self.documents(), self.waiting())
+        except FreeRetError as error:
+            return render.problem_html(str(error))
 
     def ingest(self, paths: Iterable[str | Path]) -> Iterator[IngestResult]:
         """Index files one by one, yielding the per-file progress after every step."""
@@ -96,7 +118,10 @@ class FreeRetApp:
     def delete(self, doc_id: str | None) -> str:
         if not doc_id:
             return "Choose a document to delete."
-        doc = self.library.delete(doc_id)
+        try:
+            doc = self.library.delete(doc_id)
+        except FreeRetError as error:
+            return str(error)
         if doc is None:
             return "That document is no longer in the library."
         return f"Deleted {doc.source}."
@@ -104,7 +129,11 @@ class FreeRetApp:
     def reindex_notice(self) -> str:
         if not self.library.needs_reindex:
             return ""
-        return render.reindex_notice(self.library.others, self.engine.model_id)
+        try:
+            warning = self.library.reindex_plan().warning(self.engine.model_id)
+        except FreeRetError:  # the library panel says what is wrong
+            warning = ""
+        return render.reindex_notice(self.library.others, self.engine.model_id, warning)
 
     def reindex(self) -> Iterator[IngestResult]:
         """Re-embed every document of another model's index with the loaded model, with progress."""
@@ -327,7 +356,7 @@ def build_blocks(app: FreeRetApp):
                      ).then(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
 
         def select_row(event):
-            docs = app.documents()
+            docs = app.listed()
             row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
             return docs[row].doc_id if 0 <= row < len(docs) else None
 
@@ -366,8 +395,9 @@ def build_blocks(app: FreeRetApp):
             return [{"file": s.name, "state": s.state, "items": s.items, "message": s.message} for s in result.files]
 
         def api_documents() -> list[dict]:
+            """Searchable documents, then those waiting ("waiting" says why; absent for the others)."""
             return [{"doc_id": d.doc_id, "file": d.source, "type": d.file_type, "items": d.items}
-                    for d in app.documents()]
+                    | ({"waiting": d.waiting} if getattr(d, "waiting", "") else {}) for d in app.listed()]
 
         api_chat_button = gr.Button(visible=False)
         api_chat_button.click(app.chat, inputs=[textbox, chatbot, history, *settings],
@@ -397,9 +427,58 @@ def launch_options(config: AppConfig) -> dict[str, Any]:
         mcp_server=False,
         pwa=False,
         footer_links=["api"],
+        # Failed sign-ins slowed, then refused per client; the login page without the API description.
+        app_kwargs={"middleware": [login_guard()]} if config.auth else None,
     )
+
+
+def login_guard():
+    """The login's guard (ui_guard.LoginGuard) as a Starlette middleware entry."""
+    from starlette.middleware import Middleware
+
+    from .ui_guard import LoginGuard
+
+    return Middleware(LoginGuard)
+
+
+STARTUP_PATIENCE_S = 120.0  # how long the start-up probe keeps asking a busy machine
+
+
+def patient_url_ok(url: str, patience: float = STARTUP_PATIENCE_S) -> bool:
+    """Gradio's start-up probe (`gradio.networking.url_ok`), patient: Gradio's gives up at the first
+    request slower than 3 s and then refuses to start ("When localhost is not accessible, a
+    shareable link must be created"), which happens on a busy machine although the server is up.
+    This one asks again, with a longer timeout each time, until `patience` seconds have passed."""
+    import httpx
+
+    deadline, timeout = time.monotonic() + patience, 3.0
+    while True:
+        try:
+            response = httpx.head(url, timeout=timeout, verify=False)  # noqa: S501 - our own local server
+            if response.status_code in (200, 401, 301, 302, 303, 307, 308):  # as Gradio's: up, maybe behind a login
+                return True
+        except (httpx.TransportError, ConnectionError):  # refused, reset or too slow: ask again
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        timeout = min(2 * timeout, 30.0)
+        time.sleep(0.5)
+
+
+@contextmanager
+def patient_startup_probe() -> Iterator[None]:
+    """Gradio's start-up probe replaced by `patient_url_ok` while the app launches."""
+    from gradio import networking
+
+    hasty = networking.url_ok
+    networking.url_ok = patient_url_ok
+    try:
+        yield
+    finally:
+        networking.url_ok = hasty
 
 
 def launch(app: FreeRetApp, **overrides: Any):
     demo = build_blocks(app)
-    return demo.launch(**{**launch_options(app.config), **overrides})
+    with patient_startup_probe():  # the app starts whenever its port is free, also on a busy machine
+        return demo.launch(**{**launch_options(app.config), **overrides})

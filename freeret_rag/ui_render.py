@@ -143,30 +143,48 @@ def kind_name(file_type: str) -> str:
     return KIND_NAMES.get(file_type, file_type)
 
 
+def listed_name(doc: Any) -> str:
+    """A document's name in the table and the delete list; a waiting one (Library.waiting) says so."""
+    waiting = getattr(doc, "waiting", "")
+    return f"{doc.source} ({waiting})" if waiting else doc.source
+
+
 def document_rows(docs: Sequence[Any]) -> list[list[Any]]:
     """Rows of the document table: file, type, items, added (local time)."""
-    return [[doc.source, kind_name(doc.file_type), doc.items,
+    return [[listed_name(doc), kind_name(doc.file_type), doc.items,
              time.strftime("%Y-%m-%d %H:%M", time.localtime(doc.added_at))] for doc in docs]
 
 
 def document_choices(docs: Sequence[Any]) -> list[tuple[str, str]]:
     """(label, doc_id) pairs of the delete dropdown."""
-    return [(f"{doc.source} ({kind_name(doc.file_type)}, {doc.items} items)", doc.doc_id) for doc in docs]
+    return [(f"{listed_name(doc)} ({kind_name(doc.file_type)}, {doc.items} items)", doc.doc_id) for doc in docs]
 
 
-def library_summary(docs: Sequence[Any]) -> str:
+def library_summary(docs: Sequence[Any], waiting: Sequence[Any] = ()) -> str:
+    """The line above the table: searchable documents, and those listed that wait (not searchable)."""
+    note = (f'<div class="fr-warning">{plural(len(waiting), "more document")} listed below '
+            f'{"is" if len(waiting) == 1 else "are"} not searchable with this model: '
+            f'{escape("; ".join(sorted({doc.waiting for doc in waiting})))}.</div>') if waiting else ""
     if not docs:
-        return '<div class="fr-empty">No documents yet. Add PDFs, images or videos above.</div>'
+        return note or '<div class="fr-empty">No documents yet. Add PDFs, images or videos above.</div>'
     items = sum(doc.items for doc in docs)
-    return f'<div class="fr-panel-note">{plural(len(docs), "document")} · {plural(items, "searchable item")}</div>'
+    return (f'<div class="fr-panel-note">{plural(len(docs), "document")} · {plural(items, "searchable item")}'
+            f'</div>{note}')
 
 
-def reindex_notice(others: Iterable[Any], model_id: str) -> str:
-    """The warning shown while documents of other models' indexes wait for a re-index."""
+def problem_html(message: str) -> str:
+    """A problem with the library itself (not with one file), shown above the document table."""
+    return f'<div class="fr-warning">{escape(message)}</div>'
+
+
+def reindex_notice(others: Iterable[Any], model_id: str, warning: str = "") -> str:
+    """The warning shown while documents of other models' indexes wait for a re-index; `warning`
+    says what the re-index cannot move (ReindexPlan.warning), before it starts."""
     listed = ", ".join(sorted({f"{index.model_id} ({index.count} items)" for index in others}))
+    extra = f" {escape(warning)}" if warning else ""
     return (f'<div class="fr-warning"><b>This library was indexed with another model</b> ({escape(listed)}). '
             f'Vectors of different models cannot be mixed: re-index it with {escape(model_id)} '
-            f'to search those documents (the files need not be uploaded again).</div>')
+            f'to search those documents (the files need not be uploaded again).{extra}</div>')
 
 
 @dataclass

@@ -135,6 +135,8 @@ def reindex_library(library: Any) -> Iterator[IngestResult]:
                 status.state, status.items, status.message = "done", event.done, event.message
             elif event.stage == "skipped":
                 status.state, status.message = "failed", event.message
+            elif event.stage == "waiting":  # kept, listed, not searchable with this model
+                status.state, status.message = "skipped", event.message
             yield result
     except StopIteration:
         pass

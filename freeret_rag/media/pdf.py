@@ -44,8 +44,11 @@ def open_pdf(path: Path) -> pymupdf.Document:
         doc.close()
         raise IngestError(path, "the PDF is password-protected; remove the password and add it again")
     if doc.page_count == 0:
+        repaired = doc.is_repaired  # MuPDF had to rebuild a broken file, and found no page in it
         doc.close()
-        raise IngestError(path, "the PDF has no readable pages (truncated or corrupt)")
+        if repaired:
+            raise IngestError(path, "the PDF has no readable pages (truncated or corrupt)")
+        raise IngestError(path, "the PDF has no pages: there is nothing in it to index")
     return doc
 
 

@@ -100,3 +100,25 @@ def test_pdf_named_jpg_is_read_as_pdf(sample, assets: Path) -> None:
 def test_unicode_and_spaces_in_pdf_name(sample, assets: Path) -> None:
     items = list(load_items(sample(SPEC, "Spéc ïnfo – 日本.pdf"), "uni", assets))
     assert items[0].source == "Spéc ïnfo – 日本.pdf" and items[0].label == "Spéc ïnfo – 日本.pdf (p. 1)"
+
+
+def _pdf_bytes(objects: list[str]) -> bytes:
+    """A well-formed PDF with these objects (1 is the catalog), its cross-reference table written
+    by hand with the byte offsets counted here (not by pymupdf, which cannot save a page-less PDF)."""
+    out, offsets = b"%PDF-1.4\n", []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
+    return out + f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+
+
+def test_valid_pdf_without_pages_says_so_not_corrupt(write, assets: Path) -> None:
+    empty = write("no-pages.pdf", _pdf_bytes(["<< /Type /Catalog /Pages 2 0 R >>",
+                                              "<< /Type /Pages /Kids [] /Count 0 >>"]))
+    assert pymupdf.open(empty).page_count == 0 and not pymupdf.open(empty).is_repaired  # valid, as written
+    with pytest.raises(IngestError, match="has no pages") as refused:
+        load_items(empty, "empty", assets)
+    assert "corrupt" not in refused.value.reason

@@ -38,8 +38,26 @@ def test_environment_then_flags_win(tmp_path):
 
 
 def test_gradio_server_variables_are_honoured_for_spaces():
-    config = parse_config([], {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "7861"})
+    config = parse_config([], {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "7861",
+                               "FREERET_AUTH": "ann:pw"})
     assert (config.host, config.port) == ("0.0.0.0", 7861)
+
+
+@pytest.mark.parametrize("argv,env", [(["--host", "0.0.0.0"], {}), ([], {"FREERET_HOST": "192.168.1.20"}),
+                                      (["--share"], {}), ([], {"GRADIO_SERVER_NAME": "0.0.0.0"}),
+                                      (["--host", "my-server.lan"], {})])
+def test_serving_beyond_this_machine_needs_a_login_or_an_explicit_opt_out(argv, env):
+    with pytest.raises(ConfigError, match="without a login") as refused:
+        parse_config(argv, env)
+    assert "FREERET_AUTH" in str(refused.value) and "FREERET_ALLOW_NO_LOGIN" in str(refused.value)
+    assert parse_config([*argv, "--auth", "ann:pw"], env).auth == [("ann", "pw")]
+    assert parse_config([*argv, "--allow-no-login"], env).allow_no_login is True
+    assert parse_config(argv, {**env, "FREERET_ALLOW_NO_LOGIN": "1"}).allow_no_login is True
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
+def test_this_machine_only_needs_no_login(host):
+    assert parse_config(["--host", host], {}).auth == []
 
 
 def test_auth_inline_and_file(tmp_path):

