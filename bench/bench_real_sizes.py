@@ -195,12 +195,12 @@ def index(mode: str, engine: FreeRet, items: list[Item], batch_size: int) -> dic
 
 def report_index(kind: str, unit: str, results: dict[str, dict]) -> None:
     print(f"\n{kind}: " + ", ".join(f"{mode} {r['units']:g} {unit}" for mode, r in results.items()))
-    print(f"  {'path':<6} {'seconds':>9} {unit + '/s':>12} {'visual tokens/item':>19} {'vision':>7} {'LM':>6} "
+    print(f"  {'path':<8} {'seconds':>9} {unit + '/s':>12} {'visual tokens/item':>19} {'vision':>7} {'LM':>6} "
           f"{'processor':>9} {'peak RSS':>10}")
     rate = {mode: r["units"] / r["seconds"] for mode, r in results.items()}
     for mode, r in results.items():
         share = {name: 100 * value / r["seconds"] for name, value in r["parts"].items()}
-        print(f"  {mode:<6} {r['seconds']:9.1f} {rate[mode]:12.4f} {r['tokens']:19d} "
+        print(f"  {mode:<8} {r['seconds']:9.1f} {rate[mode]:12.4f} {r['tokens']:19d} "
               f"{share.get('vision', 0):6.0f}% {share.get('language model', 0):5.0f}% {share['processor']:8.0f}% "
               f"{r['rss']:+8.0f} MiB")
     for mode in ("naive", "full", "auto1"):
@@ -309,7 +309,8 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--pages", type=int, default=17, help="PDF pages for the engine paths (the sample has 17)")
-    parser.add_argument("--slow-pages", type=int, default=3, help="PDF pages for the naive and full paths")
+    parser.add_argument("--slow-pages", type=int, default=3,
+                        help="PDF pages (spread over the file) that every path indexes; auto-all then indexes all")
     parser.add_argument("--images", type=int, default=6)
     parser.add_argument("--video-segments", type=int, default=3)
     parser.add_argument("--modes", nargs="+", default=["naive", "full", "auto"],
@@ -344,9 +345,15 @@ def main() -> None:
         batch = args.batch_size or engine.preferred_batch_size  # on a GPU: from the memory the warm-up took
         print(f"\n{kind}: batches of {batch}")
         results = {}
-        for mode in args.modes:
-            subset = items if mode.startswith("auto") or kind != "pdf" else items[:args.slow_pages]
-            if mode.startswith("auto") and kind == "pdf" and args.repeat > 1:
+        modes = list(args.modes)
+        if kind == "pdf" and (len(items) > args.slow_pages or args.repeat > 1) and "auto" in modes:
+            modes.append("auto-all")
+        for mode in modes:
+            subset = items
+            if kind == "pdf" and mode != "auto-all":  # every path on the same pages, spread over the file
+                step = max(1, len(items) // max(1, args.slow_pages))
+                subset = items[::step][:args.slow_pages]
+            if mode == "auto-all" and args.repeat > 1:
                 subset = [replace(item, item_id=f"{item.item_id}:{copy}") for copy in range(args.repeat)
                           for item in items]
             default_workers = inputs_module.encode_workers
