@@ -1,5 +1,5 @@
 """Command line: `freeret-rag` or `python -m freeret_rag` with
-`[options] add PATH... | list | delete DOC... | search "query" | reindex | eval DATASET_DIR`.
+`[options] add PATH... | sync DIR... | list | delete DOC... | search "query" | reindex | eval DATASET_DIR`.
 
 Subcommands form a registry: a module exposes `register(subparsers)`, adds its parsers and sets
 `func(args) -> exit code` on each. This module registers its own; `freeret_rag.eval.cli` is picked up
@@ -113,6 +113,15 @@ def cmd_add(args: argparse.Namespace) -> int:
     return _report(library.add(args.paths, progress=None if args.quiet else ProgressBar()))
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from .sync import FolderSync
+
+    report = FolderSync(open_library(args), args.folders, keep_deleted=args.keep_deleted).run(
+        progress=None if args.quiet else ProgressBar())
+    print(report.summary())
+    return 1 if report.missing and len(report.missing) == len(report.folders) else 0
+
+
 def cmd_reindex(args: argparse.Namespace) -> int:
     library = open_library(args, allow_mismatch=True)
     if not library.others:
@@ -192,6 +201,14 @@ def register(subparsers: argparse._SubParsersAction, environ: Mapping[str, str] 
     add.add_argument("paths", nargs="+", metavar="PATH")
     add.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the summary")
     add.set_defaults(func=cmd_add)
+
+    sync = subparsers.add_parser("sync", help="make the library follow folders: index new and changed files, "
+                                              "follow renames, drop deleted ones")
+    sync.add_argument("folders", nargs="+", metavar="DIR")
+    sync.add_argument("--keep-deleted", action="store_true",
+                      help="keep documents whose files were deleted from the folders")
+    sync.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the summary")
+    sync.set_defaults(func=cmd_sync)
 
     listing = subparsers.add_parser("list", help="list indexed documents (no model is loaded)")
     listing.add_argument("--json", action="store_true")

@@ -335,6 +335,16 @@ class Store:
             self._remember(rows)
         return self.document(doc_id)
 
+    def relocate(self, doc_id: str, path: str, source: str) -> DocumentInfo | None:
+        """Point a complete document at another file (renamed or moved, same content): its `path`
+        and `source` change, its items and vectors stay. Returns it as updated (None if absent)."""
+        ids = [item_id for item_id, _, _ in self._get({"doc_id": doc_id}, ["metadatas"])]
+        moved = {"path": path, "source": source}
+        for part in self._batches(len(ids)):
+            self.collection.update(ids=ids[part], metadatas=[moved] * len(ids[part]))
+        self._forget({doc_id})  # the keyword index holds the file name: re-read the document
+        return self.committed(doc_id)
+
     def committed_at_path(self, path: str) -> list[DocumentInfo]:
         """Complete documents whose `path` metadata is `path`, as Chroma has them now."""
         doc_ids = {m["doc_id"] for _, m, _ in self._get(_where({"path": path}, {"complete": True}), ["metadatas"])}

@@ -201,3 +201,25 @@ def test_check_measures_stores_and_shows_the_self_check(tiny_model_dirs, src, tm
 
     kept = Library(None, tmp_path / "data").store.get_note("self_check")
     assert SelfCheck.from_json(kept).measured_at == stored["measured_at"]
+
+
+def test_sync_follows_a_folder(tiny_model_dirs, tmp_path, capsys):
+    folder = tmp_path / "watched"
+    folder.mkdir()
+    (folder / "first.txt").write_text("a note about the first kingfisher\n")
+    (folder / "second.md").write_text("# Second\n\na note about herons\n")
+    base = ["--data-dir", tmp_path / "data", "--model", tiny_model_dirs["qwen2_vl"]]
+    code, out, _ = run(capsys, *base, "sync", "-q", folder)
+    assert code == 0 and "2 indexed" in out and "added first.txt" in out
+
+    (folder / "second.md").rename(folder / "renamed.md")
+    (folder / "first.txt").unlink()
+    code, out, _ = run(capsys, *base, "sync", "-q", folder, "--keep-deleted")
+    assert code == 0 and "renamed second.md -> renamed.md" in out and "kept first.txt" in out
+    code, out, _ = run(capsys, *base, "sync", "-q", folder)
+    assert code == 0 and "removed first.txt (deleted on disk)" in out
+    code, out, _ = run(capsys, "--data-dir", tmp_path / "data", "list", "--json")
+    assert [doc["source"] for doc in json.loads(out)] == ["renamed.md"]
+
+    code, _, _ = run(capsys, *base, "sync", "-q", tmp_path / "no such folder")
+    assert code == 1
