@@ -46,9 +46,11 @@ def load_engine(args: argparse.Namespace):
 def open_library(args: argparse.Namespace, *, engine: bool = True, allow_mismatch: bool = False) -> "Library":
     """The library at --data-dir / --chroma-url; without `engine`, the active index is opened model-free."""
     from .library import Library
+    from .media import MediaSettings
 
     return Library(load_engine(args) if engine else None, args.data_dir, args.chroma_url,
                    allow_mismatch=allow_mismatch, fusion_weights=getattr(args, "fusion_weights", None),
+                   media_settings=MediaSettings(ocr=getattr(args, "ocr", "auto")),
                    rerank_share=getattr(args, "rerank_share", None))
 
 
@@ -134,11 +136,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     library = open_library(args, engine=False, allow_mismatch=True)
     docs = library.documents()
     if args.json:
-        print(json.dumps([doc.__dict__ for doc in docs], indent=2))
+        print(json.dumps([{**doc.__dict__, "text_note": doc.text_note} for doc in docs], indent=2))
         return 0
     for doc in docs:
         added = time.strftime("%Y-%m-%d %H:%M", time.localtime(doc.added_at))
         print(f"{doc.doc_id}  {doc.file_type:<5}  {doc.items:>5} item(s)  {added}  {doc.source}")
+        if doc.text_note:
+            print(f"{'':16}  {doc.text_note}")
     print(f"{len(docs)} document(s), {len(library)} items; model {library.store.model_id} "
           f"({library.store.prompt_version}) in {library.location}")
     if library.needs_reindex:

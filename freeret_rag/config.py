@@ -84,6 +84,7 @@ class AppConfig:
     max_answer_tokens: int | None = None
     data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
     chroma_url: str | None = None
+    ocr: str = "auto"  # read PDF pages by OCR: auto (pages without a text layer), on, off
     fusion_weights: tuple[float, float, float] | None = None  # fixed: override the self-check's
     rerank_share: float | None = None
     host: str = "127.0.0.1"

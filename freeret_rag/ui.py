@@ -46,10 +46,12 @@ class FreeRetApp:
         self.engine = for_spaces(engine)
         if library is None:
             from .library import Library, self_check_enabled
+            from .media import MediaSettings
 
             # An index of another model opens too: the Library panel then offers the re-index.
             library = Library(self.engine, config.data_dir, chroma_url=config.chroma_url, allow_mismatch=True,
                               fusion_weights=config.fusion_weights, rerank_share=config.rerank_share,
+                              media_settings=MediaSettings(ocr=config.ocr),
                               self_check="background" if self_check_enabled() else False)
         self.library = library  # thread-safe: writes are serialised, searches run concurrently
 
@@ -256,8 +258,8 @@ def build_blocks(app: FreeRetApp):
                                             elem_id="fr-reindex", visible=app.library.needs_reindex)
                         progress = gr.HTML(elem_id="fr-progress", min_height=0, padding=False)
                         summary = gr.HTML(app.library_summary(), elem_id="fr-summary", min_height=0, padding=False)
-                        table = gr.Dataframe(app.document_rows(), headers=["File", "Type", "Items", "Added"],
-                                             datatype=["str", "str", "number", "str"], interactive=False,
+                        table = gr.Dataframe(app.document_rows(), headers=["File", "Type", "Items", "Added", "Note"],
+                                             datatype=["str", "str", "number", "str", "str"], interactive=False,
                                              elem_id="fr-documents", wrap=True, max_height=320,
                                              show_label=False, buttons=[])
                         chosen = gr.Dropdown(choices=app.document_choices(), value=None, label="Remove a document",

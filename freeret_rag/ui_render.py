@@ -144,9 +144,10 @@ def kind_name(file_type: str) -> str:
 
 
 def document_rows(docs: Sequence[Any]) -> list[list[Any]]:
-    """Rows of the document table: file, type, items, added (local time)."""
+    """Rows of the document table: file, type, items, added (local time), a note (scanned pages)."""
     return [[doc.source, kind_name(doc.file_type), doc.items,
-             time.strftime("%Y-%m-%d %H:%M", time.localtime(doc.added_at))] for doc in docs]
+             time.strftime("%Y-%m-%d %H:%M", time.localtime(doc.added_at)), getattr(doc, "text_note", "")]
+            for doc in docs]
 
 
 def document_choices(docs: Sequence[Any]) -> list[tuple[str, str]]:

@@ -223,3 +223,17 @@ def test_sync_follows_a_folder(tiny_model_dirs, tmp_path, capsys):
 
     code, _, _ = run(capsys, *base, "sync", "-q", tmp_path / "no such folder")
     assert code == 1
+
+
+def test_list_flags_scanned_pages_and_ocr_can_be_turned_off(tiny_model_dirs, tmp_path, capsys):
+    from freeret_rag.devtools.scans import scanned_copy, text_pdf
+
+    scan = scanned_copy(text_pdf(tmp_path / "typed.pdf", ["Quokka zeppelin", "Marmalade saxophone"]),
+                        tmp_path / "in" / "scan.pdf")
+    base = ["--data-dir", tmp_path / "data", "--model", tiny_model_dirs["qwen2_vl"]]
+    code, _, _ = run(capsys, *base, "add", "-q", "--ocr", "off", scan)
+    assert code == 0
+    code, out, _ = run(capsys, "--data-dir", tmp_path / "data", "list")
+    assert "2 of 2 pages have no text layer (not searchable by words; OCR is off)" in out
+    code, _, err = run(capsys, *base, "add", "--ocr", "sometimes", scan)
+    assert code == 2 and "ocr is auto, on or off" in err

@@ -4,6 +4,7 @@
   every supported family, under 1 MB each.
 - `smollm2_graft.build_fluent_vlm(out_dir, gguf_dir, gguf_file)`: the real SmolLM2-135M-Instruct
   language model inside an Idefics3 shell, for fluent end-to-end runs.
+- `scans.scanned_copy(source, target, dpi)`: an image-only ("scanned") copy of a PDF, for OCR.
 
 Importing this package imports neither torch nor transformers; the builders do, when called.
 """
