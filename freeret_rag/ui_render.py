@@ -33,6 +33,8 @@ CSS = """
 .fr-model {font-size:.85rem; padding:.35rem .7rem; border-radius:999px; background:var(--color-accent-soft);
   color:var(--body-text-color); white-space:nowrap; border:1px solid var(--border-color-accent-subdued);}
 .fr-panel-note {color:var(--body-text-color-subdued); font-size:.85rem; margin:.2rem 0 .4rem;}
+.fr-watch {font-size:.85rem; margin:.3rem 0;}
+.fr-watch-log {font-size:.75rem; white-space:pre-wrap; margin:.2rem 0; color:var(--body-text-color-subdued);}
 .fr-sources {margin-top:.6rem; border-top:1px solid var(--border-color-primary); padding-top:.5rem;}
 .fr-sources-head {font-size:.8rem; color:var(--body-text-color-subdued); margin-bottom:.4rem;}
 .fr-grid {display:flex; flex-wrap:wrap; gap:.6rem;}
@@ -160,6 +162,18 @@ def library_summary(docs: Sequence[Any]) -> str:
         return '<div class="fr-empty">No documents yet. Add PDFs, images or videos above.</div>'
     items = sum(doc.items for doc in docs)
     return f'<div class="fr-panel-note">{plural(len(docs), "document")} · {plural(items, "searchable item")}</div>'
+
+
+def watch_status(watchers: Sequence[Any], lines: int = 6) -> str:
+    """The watched folders, each with its state and the last `lines` things it did."""
+    if not watchers:
+        return '<div class="fr-panel-note">No folder is watched.</div>'
+    parts = []
+    for watcher in watchers:
+        recent = escape("\n".join(watcher.lines()[-lines:]))
+        parts.append(f'<div class="fr-watch"><b>{escape(watcher.folder)}</b> · {escape(watcher.state)}'
+                     f'<pre class="fr-watch-log">{recent}</pre></div>')
+    return "".join(parts)
 
 
 def reindex_notice(others: Iterable[Any], model_id: str) -> str:

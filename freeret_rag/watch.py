@@ -74,12 +74,14 @@ class FolderWatcher:
             self.say("folder not found: not watching it")
             return
         try:
-            self.sync_now("first sync")
             ignore = watchfiles.DefaultFilter(ignore_paths=[str(self.library.data_dir.resolve())])
+            first = True  # the first sync runs once the OS watch is set up, so no change falls between
             for changes in watchfiles.watch(self.folder, watch_filter=ignore, debounce=self.debounce_ms,
-                                            stop_event=self._stop, raise_interrupt=False,
-                                            ignore_permission_denied=True):
-                self.sync_now(f"{len(changes)} change(s) seen")
+                                            stop_event=self._stop, raise_interrupt=False, rust_timeout=500,
+                                            yield_on_timeout=True, ignore_permission_denied=True):
+                if first or changes:
+                    self.sync_now("first sync" if first else f"{len(changes)} change(s) seen")
+                    first = False
         except Exception as error:  # noqa: BLE001 - the app goes on; the panel says why watching ended
             log.exception("watching %s failed", self.folder)
             self.state = "failed"
