@@ -74,7 +74,7 @@ class SyncReport:
         lines += [f"kept {doc.source} (deleted on disk, --keep-deleted)" for doc in self.kept]
         lines += [f"skipped {Path(s.path).name}: {s.reason}" for s in self.add.skipped]
         lines += [f"note {Path(s.path).name}: {s.reason}" for s in self.add.notes]
-        lines += [f"folder not found, nothing removed for it: {folder}" for folder in self.missing]
+        lines += [f"no such folder (nothing removed for it): {folder}" for folder in self.missing]
         return lines
 
     def summary(self) -> str:

@@ -221,8 +221,8 @@ def test_sync_follows_a_folder(tiny_model_dirs, tmp_path, capsys):
     code, out, _ = run(capsys, "--data-dir", tmp_path / "data", "list", "--json")
     assert [doc["source"] for doc in json.loads(out)] == ["renamed.md"]
 
-    code, _, _ = run(capsys, *base, "sync", "-q", tmp_path / "no such folder")
-    assert code == 1
+    code, out, _ = run(capsys, *base, "sync", "-q", tmp_path / "no such folder")
+    assert code == 1 and "no such folder (nothing removed for it)" in out
 
 
 def test_list_flags_scanned_pages_and_ocr_can_be_turned_off(tiny_model_dirs, tmp_path, capsys):
