@@ -12,6 +12,7 @@ from pathlib import Path
 import pymupdf
 import pytest
 
+from freeret_rag.answer import source_prompt
 from freeret_rag.devtools.scans import scanned_copy, text_pdf
 from freeret_rag.library import Library
 from freeret_rag.media import MediaSettings, load_items
@@ -64,9 +65,13 @@ def test_the_library_flags_scanned_pages_and_searches_their_ocr_text(mixed_pdf, 
     library.add([mixed_pdf])
     (doc,) = library.documents()
     assert (doc.items, doc.no_text) == (2, 1)
-    found = {hit.item.page for hit in library.store.search(None, "zeppelin hippopotamus", 5)}
+    hits = library.store.search(None, "zeppelin hippopotamus", 5)
+    found = {hit.item.page for hit in hits}
     if mode == "auto":
         assert doc.text_note == "1 of 2 pages have no text layer (1 read by OCR)" and found == {2}
+        prompt = source_prompt(hits, "What is drawn?", [], vision=False, max_source_chars=2000,
+                               max_images_per_source=0)  # what the answer stage gives the model
+        assert words(" ".join(DRAWN)) <= words(prompt.text)
     else:
         assert doc.text_note == "1 of 2 pages have no text layer (not searchable by words; OCR is off)"
         assert found == set()
