@@ -81,6 +81,7 @@ def _pages(
     folder = asset_folder(asset_dir, doc_id)
     total = doc.page_count
     produced = 0
+    ocr = settings.ocr
     with doc:
         for index in range(total):
             number = index + 1
@@ -102,11 +103,15 @@ def _pages(
                 text = ""
             no_text_layer = not text
             read_by_ocr = False
-            if settings.ocr == "on" or (settings.ocr == "auto" and no_text_layer):
+            if ocr == "on" or (ocr == "auto" and no_text_layer):
                 try:
                     from freeret_rag.media.ocr import read_text
 
                     text, read_by_ocr = read_text(image), True
+                except ImportError as error:
+                    logger.warning("%s: OCR needs the rapidocr package (pip install rapidocr), not read by OCR: %s",
+                                   path.name, error)
+                    ocr = "off"  # once per file, not once per page
                 except Exception as error:  # noqa: BLE001 - without OCR text the page is still indexed by image
                     logger.warning("%s: page %d could not be read by OCR: %s", path.name, number, error)
             produced += 1

@@ -77,3 +77,14 @@ def test_the_library_flags_scanned_pages_and_searches_their_ocr_text(mixed_pdf, 
         assert found == set()
     # the flags survive a reopening of the index (they are stored with the items)
     assert Library(None, tmp_path / "data").documents()[0].text_note == doc.text_note
+
+
+def test_without_rapidocr_scanned_pages_are_kept_with_one_warning(mixed_pdf, tmp_path, monkeypatch, caplog):
+    from freeret_rag.media import ocr
+
+    monkeypatch.setattr(ocr, "_engine", None)
+    monkeypatch.setitem(__import__("sys").modules, "rapidocr", None)  # `import rapidocr` raises ImportError
+    items = list(load_items(mixed_pdf, "noocr", tmp_path / "assets", settings=MediaSettings(ocr="on")))
+    assert [item.page for item in items] == [1, 2] and not any(item.ocr for item in items)
+    assert words(TYPED) <= words(items[0].text) and items[1].text == "" and items[1].no_text_layer
+    assert [r.getMessage().count("pip install rapidocr") for r in caplog.records] == [1]
