@@ -106,8 +106,8 @@ def main() -> None:
         print(f"  {label:<26} page ranked 1st for its words: {found}/{asked} ({found / max(asked, 1):.0%}); "
               f"distinctive words in the page text: {share:.0%}")
     mean = sum(ocr_seconds) / max(len(ocr_seconds), 1)
-    print(f"OCR: {len(ocr_seconds)} pages, {mean:.2f} s per page (min {min(ocr_seconds):.2f}, max {max(ocr_seconds):.2f}); "
-          f"loading the scan took {seconds_off:.1f} s without OCR, {seconds_auto:.1f} s with")
+    print(f"OCR: {len(ocr_seconds)} pages, {mean:.2f} s per page (min {min(ocr_seconds):.2f}, "
+          f"max {max(ocr_seconds):.2f}); loading the scan took {seconds_off:.1f} s without OCR, {seconds_auto:.1f} s with")
     print(f"load average (1, 5, 15 min): {' '.join(f'{v:.2f}' for v in os.getloadavg())}; {os.cpu_count()} CPUs")
 
 

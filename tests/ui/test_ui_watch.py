@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
-
 import pytest
 
 from freeret_rag.config import ConfigError, parse_config

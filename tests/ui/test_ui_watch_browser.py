@@ -33,7 +33,8 @@ def test_browser_watch_a_folder(tiny_model_dirs, tmp_path):
 
         (folder / "herons.txt").write_text("Grey herons stand still in shallow water.\n")
         table_has(page, "herons.txt")  # no click: the panel follows the watcher
-        page.wait_for_function("() => document.querySelector('#fr-watch-status').innerText.includes('added herons.txt')")
+        page.wait_for_function(
+            "() => document.querySelector('#fr-watch-status').innerText.includes('added herons.txt')")
         screenshot(page, "watch-01-folder-watched")
 
         (folder / "owls.md").unlink()
