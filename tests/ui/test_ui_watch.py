@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 import pytest
 
 from freeret_rag.config import ConfigError, parse_config
@@ -53,16 +54,17 @@ def test_what_the_panel_refuses(apps, tmp_path):
     assert app.watch_folder("  ") == "Type the path of a folder on this machine."
     assert app.watch_folder(str(tmp_path / "nowhere")).startswith("There is no folder")
     assert app.watch_folder(str(tmp_path / "data")) == "That is the app's own data folder."
-    served = apps("--host", "0.0.0.0", "--data-dir", str(tmp_path / "data2"))
+    served = apps("--data-dir", str(tmp_path / "data2"))
+    served.config = replace(served.config, host="0.0.0.0")  # as if served beyond this machine
     assert not served.may_watch and "start it with `--watch DIR`" in served.watch_folder(str(tmp_path))
     assert served.watchers == []
 
 
-def test_watch_flags_start_watchers_even_when_served(apps, tmp_path):
+def test_watch_flags_start_watchers(apps, tmp_path):
     folder = tmp_path / "shared"
     folder.mkdir()
     (folder / "memo.txt").write_text("a memo about cranes\n")
-    app = apps("--host", "0.0.0.0", "--watch", str(folder), "--keep-deleted")
+    app = apps("--watch", str(folder), "--keep-deleted")
     assert [w.folder for w in app.watchers] == [folder.resolve()]
     wait_for(lambda: [row[0] for row in app.document_rows()] == ["memo.txt"])
     (folder / "memo.txt").unlink()
