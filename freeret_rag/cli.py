@@ -1,5 +1,5 @@
 """Command line: `freeret-rag` or `python -m freeret_rag` with
-`[options] add PATH... | list | delete DOC... | search "query" | reindex | eval DATASET_DIR`.
+`[options] add PATH... | sync DIR... | list | delete DOC... | search "query" | reindex | eval DATASET_DIR`.
 
 Subcommands form a registry: a module exposes `register(subparsers)`, adds its parsers and sets
 `func(args) -> exit code` on each. This module registers its own; `freeret_rag.eval.cli` is picked up
@@ -49,9 +49,11 @@ def load_engine(args: argparse.Namespace):
 def open_library(args: argparse.Namespace, *, engine: bool = True, allow_mismatch: bool = False) -> "Library":
     """The library at --data-dir / --chroma-url; without `engine`, the active index is opened model-free."""
     from .library import Library
+    from .media import MediaSettings
 
     return Library(load_engine(args) if engine else None, args.data_dir, args.chroma_url,
                    allow_mismatch=allow_mismatch, fusion_weights=getattr(args, "fusion_weights", None),
+                   media_settings=MediaSettings(ocr=getattr(args, "ocr", "auto")),
                    rerank_share=getattr(args, "rerank_share", None))
 
 
@@ -129,6 +131,15 @@ def _progress(args: argparse.Namespace) -> Iterator[ProgressBar | None]:
             bar.close()
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from .sync import FolderSync
+
+    report = FolderSync(open_library(args), args.folders, keep_deleted=args.keep_deleted).run(
+        progress=None if args.quiet else ProgressBar())
+    print(report.summary())
+    return 1 if report.missing and len(report.missing) == len(report.folders) else 0
+
+
 def cmd_reindex(args: argparse.Namespace) -> int:
     from .library import WAITING_FOR_IMAGES
 
@@ -149,12 +160,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     library = open_library(args, engine=False, allow_mismatch=True)
     docs, waiting = library.documents(), library.waiting()
     if args.json:
-        print(json.dumps([doc.__dict__ for doc in docs + waiting], indent=2))
+        print(json.dumps([{**doc.__dict__, "text_note": getattr(doc, "text_note", "")} for doc in docs + waiting],
+                         indent=2))
         return 0
     for doc in docs + waiting:
         added = time.strftime("%Y-%m-%d %H:%M", time.localtime(doc.added_at))
         mark = f"  [{doc.waiting}]" if getattr(doc, "waiting", None) else ""
         print(f"{doc.doc_id}  {doc.file_type:<5}  {doc.items:>5} item(s)  {added}  {doc.source}{mark}")
+        if getattr(doc, "text_note", ""):
+            print(f"{'':16}  {doc.text_note}")
     print(f"{len(docs)} document(s), {len(library)} items; model {library.store.model_id} "
           f"({library.store.prompt_version}) in {library.location}")
     if waiting:
@@ -219,6 +233,14 @@ def register(subparsers: argparse._SubParsersAction, environ: Mapping[str, str] 
     add.add_argument("paths", nargs="+", metavar="PATH")
     add.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the summary")
     add.set_defaults(func=cmd_add)
+
+    sync = subparsers.add_parser("sync", help="make the library follow folders: index new and changed files, "
+                                              "follow renames, drop deleted ones")
+    sync.add_argument("folders", nargs="+", metavar="DIR")
+    sync.add_argument("--keep-deleted", action="store_true",
+                      help="keep documents whose files were deleted from the folders")
+    sync.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the summary")
+    sync.set_defaults(func=cmd_sync)
 
     listing = subparsers.add_parser("list", help="list indexed documents (no model is loaded)")
     listing.add_argument("--json", action="store_true")

@@ -85,6 +85,9 @@ class AppConfig:
     max_answer_tokens: int | None = None
     data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
     chroma_url: str | None = None
+    ocr: str = "auto"  # read PDF pages by OCR: auto (pages without a text layer), on, off
+    watch: tuple[Path, ...] = ()  # folders kept in step with the library while the app runs
+    keep_deleted: bool = False  # watched files deleted on disk stay in the library
     fusion_weights: tuple[float, float, float] | None = None  # fixed: override the self-check's
     rerank_share: float | None = None
     host: str = "127.0.0.1"
@@ -132,6 +135,15 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     groups["model"].add_argument("--max-answer-tokens", type=int, default=env("FREERET_MAX_ANSWER_TOKENS"),
                                  help="longest answer, in tokens [FREERET_MAX_ANSWER_TOKENS] "
                                       "(default: the engine's, 384)")
+    groups["storage"].add_argument(
+        "--watch", action="append", metavar="DIR", default=None,
+        help="keep the library in step with this folder while the app runs: new and changed files are indexed, "
+             "deleted ones removed (repeatable) [FREERET_WATCH, folders separated by "
+             f"{os.pathsep!r}]")
+    groups["storage"].add_argument(
+        "--keep-deleted", action=argparse.BooleanOptionalAction,
+        default=parse_bool(env("FREERET_KEEP_DELETED", default="false"), "FREERET_KEEP_DELETED"),
+        help="keep watched files that were deleted on disk in the library [FREERET_KEEP_DELETED] (default: off)")
 
     server.add_argument("--host", default=env("FREERET_HOST", "GRADIO_SERVER_NAME", default="127.0.0.1"),
                         help="address to listen on; 0.0.0.0 for all interfaces [FREERET_HOST] "
@@ -177,6 +189,9 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         share=bool(args.share),
         concurrency=int(args.concurrency),
         max_queue=int(args.max_queue),
+        watch=tuple(Path(folder).expanduser() for folder in
+                    (args.watch or [f for f in env_value(environ, "FREERET_WATCH", default="").split(os.pathsep) if f])),
+        keep_deleted=bool(args.keep_deleted),
     )
     validate(config)
     return config
@@ -188,6 +203,9 @@ def validate(config: AppConfig) -> None:
         raise ConfigError(f"port must be between 1 and 65535, got {config.port}")
     if config.max_answer_tokens is not None and config.max_answer_tokens < 1:
         raise ConfigError(f"max-answer-tokens must be at least 1, got {config.max_answer_tokens}")
+    for folder in config.watch:
+        if not folder.is_dir():
+            raise ConfigError(f"watch: there is no folder {folder}")
     for name in ("concurrency", "max_queue"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")

@@ -58,6 +58,9 @@ class Item:
     thumbnail: str | None = None
     #: The model's own top next-token words at the embedding read-out (PromptReps), best first.
     words: tuple[str, ...] = ()
+    #: A PDF page without a text layer (a scan); `ocr`: its text was read from the page image by OCR.
+    no_text_layer: bool = False
+    ocr: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ITEM_KINDS:
@@ -104,6 +107,9 @@ class Item:
                 meta[key] = value
         if self.words:
             meta["words"] = " ".join(self.words)
+        for flag in ("no_text_layer", "ocr"):
+            if getattr(self, flag):
+                meta[flag] = True
         return meta
 
     @classmethod
@@ -121,6 +127,8 @@ class Item:
             chunk=metadata.get("chunk"),
             thumbnail=metadata.get("thumbnail"),
             words=tuple((metadata.get("words") or "").split()),
+            no_text_layer=bool(metadata.get("no_text_layer")),
+            ocr=bool(metadata.get("ocr")),
         )
 
 

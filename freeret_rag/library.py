@@ -582,6 +582,15 @@ class Library:
             self._delete_document(doc_id)
             return doc
 
+    def move(self, doc_id: str, path: str | Path) -> DocumentInfo | None:
+        """Record that a document's file now lives at `path` (renamed or moved, same bytes): no
+        re-embedding. Returns the document as moved (None if it is not indexed)."""
+        resolved = Path(path).resolve()
+        with self._writing():
+            if self.store.committed(doc_id) is None:
+                return None
+            return self.store.relocate(doc_id, str(resolved), Path(path).name)
+
     def _delete_document(self, doc_id: str) -> None:
         with self._writing():
             self.store.delete([doc_id])

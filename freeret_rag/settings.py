@@ -162,6 +162,8 @@ FLAGS: dict[str, Flag] = {flag.dest: flag for flag in (
          "index, page renders and uploaded files"),
     Flag("chroma_url", "--chroma-url", "FREERET_CHROMA_URL", str, None, "storage",
          "use a Chroma server, e.g. http://localhost:8000, instead of the embedded store"),
+    Flag("ocr", "--ocr", "FREERET_OCR", str, "auto", "storage",
+         "read PDF pages by OCR: auto (pages without a text layer), on (every page), off (default: auto)"),
     Flag("fusion_weights", "--fusion-weights", "FREERET_FUSION_WEIGHTS", str, None, "search",
          "fixed RRF weights 'dense,lexical,words', e.g. 1,0.25,0.5 (default: measured)"),
     Flag("rerank_share", "--rerank-share", "FREERET_RERANK_SHARE", float, None, "search",
@@ -178,7 +180,8 @@ FLAGS: dict[str, Flag] = {flag.dest: flag for flag in (
          "rerank probability below which a source counts as not relevant; when no source clears it "
          "the app says it found nothing (default: auto, the floor the library's self-check measured)"),
 )}
-COMMON = ("model", "device", "dtype", "visual_budget", "data_dir", "chroma_url", "fusion_weights", "rerank_share")
+COMMON = ("model", "device", "dtype", "visual_budget", "data_dir", "chroma_url", "ocr", "fusion_weights",
+          "rerank_share")
 ANSWER = ("top_k", "rerank", "rerank_k", "n_sources", "min_relevance")
 
 
@@ -236,6 +239,8 @@ def read_flags(args: argparse.Namespace, names: Sequence[str] = COMMON) -> dict[
         raise ConfigError(f"rerank-share is between 0 and 1, got {share}")
     if values.get("visual_budget", "auto") not in ("auto", "full"):
         raise ConfigError(f"visual-budget is auto or full, got {values['visual_budget']!r}")
+    if "ocr" in values and values["ocr"] not in ("auto", "on", "off"):
+        raise ConfigError(f"ocr is auto, on or off, got {values['ocr']!r}")
     if values.get("chroma_url") and not re.match(r"^https?://", values["chroma_url"]):
         raise ConfigError(f"chroma-url must start with http:// or https://, got {values['chroma_url']!r}")
     return values

@@ -127,6 +127,16 @@ class DocumentInfo:
     added_at: float
     model_id: str
     prompt_version: str
+    no_text: int = 0  # PDF pages without a text layer (scans)
+    ocr: int = 0  # of those (or of every page, with OCR "on"), pages whose text was read by OCR
+
+    @property
+    def text_note(self) -> str:
+        """"12 of 40 pages have no text layer (12 read by OCR)", or "" when every page has one."""
+        if not self.no_text:
+            return ""
+        read = f"{self.ocr} read by OCR" if self.ocr else "not searchable by words; OCR is off"
+        return f"{self.no_text} of {self.items} pages have no text layer ({read})"
 
 
 def lexical_text(source: str, text: str) -> str:
@@ -282,10 +292,12 @@ class Store:
         with self._lock:
             metas = [meta for meta, _ in self._items.values() if doc_id is None or meta["doc_id"] == doc_id]
         counts = Counter(meta["doc_id"] for meta in metas)
+        no_text = Counter(meta["doc_id"] for meta in metas if meta.get("no_text_layer"))
+        ocr = Counter(meta["doc_id"] for meta in metas if meta.get("ocr"))
         first: dict[str, dict] = {}
         for meta in metas:
             first.setdefault(meta["doc_id"], meta)
-        docs = [DocumentInfo(doc_id=d, source=m.get("source", ""), items=counts[d],
+        docs = [DocumentInfo(doc_id=d, source=m.get("source", ""), items=counts[d], no_text=no_text[d], ocr=ocr[d],
                              **{f: m.get(f, 0.0 if f == "added_at" else "") for f in DOC_FIELDS})
                 for d, m in first.items()]
         return sorted(docs, key=lambda doc: (doc.added_at, doc.source))
@@ -350,6 +362,16 @@ class Store:
             self._forget({doc_id})
             self._remember(rows)
         return self.document(doc_id)
+
+    def relocate(self, doc_id: str, path: str, source: str) -> DocumentInfo | None:
+        """Point a complete document at another file (renamed or moved, same content): its `path`
+        and `source` change, its items and vectors stay. Returns it as updated (None if absent)."""
+        ids = [item_id for item_id, _, _ in self._get({"doc_id": doc_id}, ["metadatas"])]
+        moved = {"path": path, "source": source}
+        for part in self._batches(len(ids)):
+            self.collection.update(ids=ids[part], metadatas=[moved] * len(ids[part]))
+        self._forget({doc_id})  # the keyword index holds the file name: re-read the document
+        return self.committed(doc_id)
 
     def committed_at_path(self, path: str) -> list[DocumentInfo]:
         """Complete documents whose `path` metadata is `path`, as Chroma has them now."""

@@ -48,12 +48,17 @@ class FreeRetApp:
         self.engine = for_spaces(engine)
         if library is None:
             from .library import Library, self_check_enabled
+            from .media import MediaSettings
 
             # An index of another model opens too: the Library panel then offers the re-index.
             library = Library(self.engine, config.data_dir, chroma_url=config.chroma_url, allow_mismatch=True,
                               fusion_weights=config.fusion_weights, rerank_share=config.rerank_share,
+                              media_settings=MediaSettings(ocr=config.ocr),
                               self_check="background" if self_check_enabled() else False)
         self.library = library  # thread-safe: writes are serialised, searches run concurrently
+        self.watchers: list[Any] = []  # watched folders (watch.py), shared by every session
+        for folder in config.watch:
+            self.watch_folder(folder, from_browser=False)
 
     # -- what the model is --------------------------------------------------------------------
     @property
@@ -138,6 +143,44 @@ class FreeRetApp:
     def reindex(self) -> Iterator[IngestResult]:
         """Re-embed every document of another model's index with the loaded model, with progress."""
         return reindex_library(self.library)
+
+    # -- watched folders ----------------------------------------------------------------------
+    @property
+    def may_watch(self) -> bool:
+        """Whether a browser may name folders of this machine to watch: only when the app serves
+        this machine alone (--host 127.0.0.1, no --share); otherwise only `--watch DIR` can."""
+        return self.config.host in ("127.0.0.1", "localhost", "::1") and not self.config.share
+
+    def watch_folder(self, folder: str | Path | None, from_browser: bool = True) -> str:
+        """Start watching a folder of this machine (sync now, then after every change); says what happened."""
+        from .watch import FolderWatcher
+
+        if from_browser and not self.may_watch:
+            return ("Watching folders from the browser is off when the app is served to other machines: "
+                    "start it with `--watch DIR`.")
+        if not folder or not str(folder).strip():
+            return "Type the path of a folder on this machine."
+        path = Path(str(folder).strip()).expanduser().resolve()
+        data = self.config.data_dir.resolve()
+        if not path.is_dir():
+            return f"There is no folder {path} on this machine."
+        if path == data or data in path.parents:
+            return "That is the app's own data folder."
+        for watcher in self.watchers:
+            if watcher.state != "failed" and (path == watcher.folder or watcher.folder in path.parents):
+                return f"{path} is already watched (in {watcher.folder})."
+        if self.library.needs_reindex:
+            return "Re-index the library with this model first."
+        self.watchers.append(FolderWatcher(self.library, path, keep_deleted=self.config.keep_deleted).start())
+        kept = "kept" if self.config.keep_deleted else "removed"
+        return f"Watching {path}: new and changed files are indexed, deleted ones {kept}."
+
+    def watch_status(self) -> str:
+        return render.watch_status(self.watchers)
+
+    def watch_changes(self) -> int:
+        """How many syncs have changed the library so far (the panel refreshes when it grows)."""
+        return sum(watcher.changes for watcher in self.watchers)
 
     # -- chat ---------------------------------------------------------------------------------
     def source_files(self, hits: Sequence[Hit]) -> dict[str, str]:
@@ -285,8 +328,8 @@ def build_blocks(app: FreeRetApp):
                                             elem_id="fr-reindex", visible=app.library.needs_reindex)
                         progress = gr.HTML(elem_id="fr-progress", min_height=0, padding=False)
                         summary = gr.HTML(app.library_summary(), elem_id="fr-summary", min_height=0, padding=False)
-                        table = gr.Dataframe(app.document_rows(), headers=["File", "Type", "Items", "Added"],
-                                             datatype=["str", "str", "number", "str"], interactive=False,
+                        table = gr.Dataframe(app.document_rows(), headers=["File", "Type", "Items", "Added", "Note"],
+                                             datatype=["str", "str", "number", "str", "str"], interactive=False,
                                              elem_id="fr-documents", wrap=True, max_height=320,
                                              show_label=False, buttons=[])
                         chosen = gr.Dropdown(choices=app.document_choices(), value=None, label="Remove a document",
@@ -294,6 +337,16 @@ def build_blocks(app: FreeRetApp):
                                              info="Pick one here or click its row in the table")
                         delete = gr.Button("Delete from library", variant="stop", elem_id="fr-delete", size="sm")
                         notice = gr.Markdown(elem_id="fr-notice")
+                        with gr.Accordion("Watched folders", open=bool(app.watchers), elem_id="fr-watch-panel"):
+                            watch_path = gr.Textbox(label="Folder on this machine", elem_id="fr-watch-path",
+                                                    placeholder="/home/me/Papers", interactive=app.may_watch,
+                                                    info="Kept in step: new and changed files are indexed, "
+                                                         "deleted ones leave the library")
+                            watch_button = gr.Button("Add a folder to watch", size="sm", elem_id="fr-watch",
+                                                     interactive=app.may_watch)
+                            watch_status = gr.HTML(app.watch_status(), elem_id="fr-watch-status", min_height=0,
+                                                   padding=False)
+                            watch_timer = gr.Timer(2.0)
                     with gr.Tab("Settings", elem_id="fr-settings-tab"):
                         gr.Markdown(app.model_info(), elem_id="fr-model-info")
                         top_k = gr.Slider(1, 100, value=config.top_k, step=1, label="Candidates (top-K)",
@@ -365,6 +418,21 @@ def build_blocks(app: FreeRetApp):
         reindex.click(run_reindex, outputs=progress, api_name=False, show_progress="hidden", **model_events
                       ).then(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
 
+        seen_changes = gr.State(0)
+
+        def watch_tick(seen):
+            """The watchers' log; the document list too when a sync changed the library."""
+            now = app.watch_changes()
+            if now == seen:
+                return app.watch_status(), seen, gr.update(), gr.update(), gr.update()
+            return (app.watch_status(), now, app.library_summary(), app.document_rows(),
+                    gr.update(choices=app.document_choices()))
+
+        watch_timer.tick(watch_tick, inputs=seen_changes, outputs=[watch_status, seen_changes, summary, table, chosen],
+                         api_name=False, queue=False, show_progress="hidden")
+        watch_button.click(lambda folder: (app.watch_folder(folder), app.watch_status()), inputs=watch_path,
+                           outputs=[notice, watch_status], api_name=False, queue=False, show_progress="hidden")
+
         table.select(select_row, outputs=chosen, api_name=False, queue=False, show_progress="hidden")
 
         # The question shows at once; the answer waits for the model's queue slot. The textbox is
@@ -418,7 +486,7 @@ def launch_options(config: AppConfig) -> dict[str, Any]:
         auth=config.auth or None,
         auth_message="Sign in to FreeRet RAG" if config.auth else None,
         max_file_size=config.max_upload_bytes,
-        allowed_paths=[str(config.asset_dir), str(config.upload_dir)],
+        allowed_paths=[str(config.asset_dir), str(config.upload_dir), *map(str, config.watch)],
         root_path=config.root_path,
         theme=theme(),
         css=CSS,

@@ -33,6 +33,8 @@ CSS = """
 .fr-model {font-size:.85rem; padding:.35rem .7rem; border-radius:999px; background:var(--color-accent-soft);
   color:var(--body-text-color); white-space:nowrap; border:1px solid var(--border-color-accent-subdued);}
 .fr-panel-note {color:var(--body-text-color-subdued); font-size:.85rem; margin:.2rem 0 .4rem;}
+.fr-watch {font-size:.85rem; margin:.3rem 0;}
+.fr-watch-log {font-size:.75rem; white-space:pre-wrap; margin:.2rem 0; color:var(--body-text-color-subdued);}
 .fr-sources {margin-top:.6rem; border-top:1px solid var(--border-color-primary); padding-top:.5rem;}
 .fr-sources-head {font-size:.8rem; color:var(--body-text-color-subdued); margin-bottom:.4rem;}
 .fr-grid {display:flex; flex-wrap:wrap; gap:.6rem;}
@@ -150,9 +152,10 @@ def listed_name(doc: Any) -> str:
 
 
 def document_rows(docs: Sequence[Any]) -> list[list[Any]]:
-    """Rows of the document table: file, type, items, added (local time)."""
+    """Rows of the document table: file, type, items, added (local time), a note (scanned pages)."""
     return [[listed_name(doc), kind_name(doc.file_type), doc.items,
-             time.strftime("%Y-%m-%d %H:%M", time.localtime(doc.added_at))] for doc in docs]
+             time.strftime("%Y-%m-%d %H:%M", time.localtime(doc.added_at)), getattr(doc, "text_note", "")]
+            for doc in docs]
 
 
 def document_choices(docs: Sequence[Any]) -> list[tuple[str, str]]:
@@ -170,6 +173,18 @@ def library_summary(docs: Sequence[Any], waiting: Sequence[Any] = ()) -> str:
     items = sum(doc.items for doc in docs)
     return (f'<div class="fr-panel-note">{plural(len(docs), "document")} · {plural(items, "searchable item")}'
             f'</div>{note}')
+
+
+def watch_status(watchers: Sequence[Any], lines: int = 6) -> str:
+    """The watched folders, each with its state and the last `lines` things it did."""
+    if not watchers:
+        return '<div class="fr-panel-note">No folder is watched.</div>'
+    parts = []
+    for watcher in watchers:
+        recent = escape("\n".join(watcher.lines()[-lines:]))
+        parts.append(f'<div class="fr-watch"><b>{escape(watcher.folder)}</b> · {escape(watcher.state)}'
+                     f'<pre class="fr-watch-log">{recent}</pre></div>')
+    return "".join(parts)
 
 
 def problem_html(message: str) -> str:

@@ -201,3 +201,39 @@ def test_check_measures_stores_and_shows_the_self_check(tiny_model_dirs, src, tm
 
     kept = Library(None, tmp_path / "data").store.get_note("self_check")
     assert SelfCheck.from_json(kept).measured_at == stored["measured_at"]
+
+
+def test_sync_follows_a_folder(tiny_model_dirs, tmp_path, capsys):
+    folder = tmp_path / "watched"
+    folder.mkdir()
+    (folder / "first.txt").write_text("a note about the first kingfisher\n")
+    (folder / "second.md").write_text("# Second\n\na note about herons\n")
+    base = ["--data-dir", tmp_path / "data", "--model", tiny_model_dirs["qwen2_vl"]]
+    code, out, _ = run(capsys, *base, "sync", "-q", folder)
+    assert code == 0 and "2 indexed" in out and "added first.txt" in out
+
+    (folder / "second.md").rename(folder / "renamed.md")
+    (folder / "first.txt").unlink()
+    code, out, _ = run(capsys, *base, "sync", "-q", folder, "--keep-deleted")
+    assert code == 0 and "renamed second.md -> renamed.md" in out and "kept first.txt" in out
+    code, out, _ = run(capsys, *base, "sync", "-q", folder)
+    assert code == 0 and "removed first.txt (deleted on disk)" in out
+    code, out, _ = run(capsys, "--data-dir", tmp_path / "data", "list", "--json")
+    assert [doc["source"] for doc in json.loads(out)] == ["renamed.md"]
+
+    code, out, _ = run(capsys, *base, "sync", "-q", tmp_path / "no such folder")
+    assert code == 1 and "no such folder (nothing removed for it)" in out
+
+
+def test_list_flags_scanned_pages_and_ocr_can_be_turned_off(tiny_model_dirs, tmp_path, capsys):
+    from freeret_rag.devtools.scans import scanned_copy, text_pdf
+
+    scan = scanned_copy(text_pdf(tmp_path / "typed.pdf", ["Quokka zeppelin", "Marmalade saxophone"]),
+                        tmp_path / "in" / "scan.pdf")
+    base = ["--data-dir", tmp_path / "data", "--model", tiny_model_dirs["qwen2_vl"]]
+    code, _, _ = run(capsys, *base, "add", "-q", "--ocr", "off", scan)
+    assert code == 0
+    code, out, _ = run(capsys, "--data-dir", tmp_path / "data", "list")
+    assert "2 of 2 pages have no text layer (not searchable by words; OCR is off)" in out
+    code, _, err = run(capsys, *base, "add", "--ocr", "sometimes", scan)
+    assert code == 2 and "ocr is auto, on or off" in err

@@ -118,14 +118,14 @@ def test_chat_settings_use_the_same_checks():
 
 
 @pytest.mark.parametrize("command", [["add", "x"], ["list"], ["delete", "d"], ["search", "q"], ["reindex"],
-                                     ["eval", "ds"], ["check"]])
+                                     ["eval", "ds"], ["check"], ["sync", "d"]])
 def test_global_flags_work_after_every_subcommand(command):
     parser = cli.build_parser({})
     flags = ["--model", "m", "--device", "cpu", "--dtype", "float32", "--visual-budget", "full", "--data-dir", "/d",
-             "--chroma-url", "http://c:1", "--fusion-weights", "1,0.5,0", "--rerank-share", "0.25", "-v"]
+             "--chroma-url", "http://c:1", "--ocr", "off", "--fusion-weights", "1,0.5,0", "--rerank-share", "0.25", "-v"]
     before, after = parser.parse_args(flags + command), parser.parse_args(command + flags)
     expected = {"model": "m", "device": "cpu", "dtype": "float32", "visual_budget": "full", "data_dir": Path("/d"),
-                "chroma_url": "http://c:1", "fusion_weights": (1.0, 0.5, 0.0), "rerank_share": 0.25}
+                "chroma_url": "http://c:1", "ocr": "off", "fusion_weights": (1.0, 0.5, 0.0), "rerank_share": 0.25}
     for args in (before, after):
         assert settings.read_flags(args) == expected and args.verbose is True
 

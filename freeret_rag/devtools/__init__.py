@@ -6,6 +6,7 @@
   language model inside an Idefics3 shell, for fluent end-to-end runs.
 - `real_shapes`: random-weight models with the real shapes of SmolVLM-256M-Instruct and
   Qwen2-VL-2B-Instruct, for speed and memory figures (never quality).
+- `scans.scanned_copy(source, target, dpi)`: an image-only ("scanned") copy of a PDF, for OCR.
 
 Importing this package imports neither torch nor transformers; the builders do, when called.
 """

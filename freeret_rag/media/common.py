@@ -45,12 +45,15 @@ class MediaSettings:
     video_frame_max_side: int = 960
     text_chunk_chars: int = 800
     text_overlap_chars: int = 150
+    ocr: str = "auto"  # read PDF pages by OCR: "auto" those without a text layer, "on" every page, "off" none
 
     def __post_init__(self) -> None:
         if not 0 <= self.text_overlap_chars < self.text_chunk_chars:
             raise ValueError("text_overlap_chars must be >= 0 and smaller than text_chunk_chars")
         if self.video_segment_s <= 0 or self.video_frames_per_segment < 1 or self.video_max_segments < 1:
             raise ValueError("video segments need a positive length, >= 1 frame and >= 1 segment")
+        if self.ocr not in ("auto", "on", "off"):
+            raise ValueError(f"ocr must be auto, on or off, got {self.ocr!r}")
 
 
 def asset_folder(asset_dir: Path, doc_id: str) -> Path:

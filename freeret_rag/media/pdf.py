@@ -1,7 +1,9 @@
 """PDF -> one item per page: the rendered page (what a VLM sees) plus its text layer (what it reads).
 
-Scanned pages without a text layer still give an item (image only), so they stay findable by
-image. A page that fails to render is skipped with a warning; a file that cannot be opened at all
+Scanned pages without a text layer still give an item, flagged `no_text_layer`: with
+`MediaSettings.ocr` "auto" (the default) their text is read from the rendered page by OCR
+(ocr.py), "on" reads every page so (for PDFs whose text layer is garbled), "off" leaves them image
+only (still findable by image). A page that fails to render is skipped with a warning; a file that cannot be opened at all
 (encrypted, corrupt, truncated) raises IngestError before any item is produced.
 """
 
@@ -82,6 +84,7 @@ def _pages(
     folder = asset_folder(asset_dir, doc_id)
     total = doc.page_count
     produced = 0
+    ocr = settings.ocr
     with doc:
         for index in range(total):
             number = index + 1
@@ -101,6 +104,19 @@ def _pages(
             except Exception as error:  # noqa: BLE001 - keep the image even if the text layer is broken
                 logger.warning("%s: page %d text layer unreadable: %s", path.name, number, error)
                 text = ""
+            no_text_layer = not text
+            read_by_ocr = False
+            if ocr == "on" or (ocr == "auto" and no_text_layer):
+                try:
+                    from freeret_rag.media.ocr import read_text
+
+                    text, read_by_ocr = read_text(image), True
+                except ImportError as error:
+                    logger.warning("%s: OCR needs the rapidocr package (pip install rapidocr), not read by OCR: %s",
+                                   path.name, error)
+                    ocr = "off"  # once per file, not once per page
+                except Exception as error:  # noqa: BLE001 - without OCR text the page is still indexed by image
+                    logger.warning("%s: page %d could not be read by OCR: %s", path.name, number, error)
             produced += 1
             yield Item(
                 kind="pdf_page",
@@ -111,6 +127,8 @@ def _pages(
                 source=path.name,
                 page=number,
                 thumbnail=thumb,
+                no_text_layer=no_text_layer,
+                ocr=read_by_ocr,
             )
             report(progress, number, total)
     if produced == 0:

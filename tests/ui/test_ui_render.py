@@ -129,8 +129,8 @@ def test_document_table_dropdown_and_summary():
     added = time.mktime((2024, 5, 6, 7, 8, 0, 0, 0, -1))  # local time, as the table shows it
     docs = [SimpleNamespace(doc_id="x1", source="guide.pdf", file_type="pdf", items=2, added_at=added),
             SimpleNamespace(doc_id="x2", source="song.ogg", file_type="audio", items=1, added_at=added)]
-    assert document_rows(docs) == [["guide.pdf", "PDF", 2, "2024-05-06 07:08"],
-                                   ["song.ogg", "audio", 1, "2024-05-06 07:08"]]
+    assert document_rows(docs) == [["guide.pdf", "PDF", 2, "2024-05-06 07:08", ""],
+                                   ["song.ogg", "audio", 1, "2024-05-06 07:08", ""]]
     assert document_choices(docs) == [("guide.pdf (PDF, 2 items)", "x1"), ("song.ogg (audio, 1 items)", "x2")]
     assert library_summary(docs) == '<div class="fr-panel-note">2 documents · 3 searchable items</div>'
     assert library_summary(docs[1:]) == '<div class="fr-panel-note">1 document · 1 searchable item</div>'
