@@ -71,9 +71,9 @@ class ProgressBar:
             self.bar.total = event.total or None
             self.bar.n = event.done
             self.bar.refresh()
-        elif event.stage in ("added", "unchanged", "skipped"):
+        elif event.stage in ("added", "unchanged", "skipped", "cancelled"):
             self.close()
-            detail = {"added": f"{event.done} item(s)", "unchanged": "already indexed", "skipped": ""}[event.stage]
+            detail = {"added": f"{event.done} item(s)", "unchanged": "already indexed"}.get(event.stage, "")
             message = "; ".join(part for part in (detail, event.message) if part)
             tqdm.write(f"[{event.file_index}/{event.files}] {event.stage:<9} {name}: {message}", file=self.stream)
         elif event.stage == "check":
@@ -109,7 +109,10 @@ def resolve_documents(library: "Library", refs: Sequence[str]) -> list[str]:
 
 # -- the commands --------------------------------------------------------------------------------
 def cmd_add(args: argparse.Namespace) -> int:
+    from .media import MediaSettings
+
     library = open_library(args)
+    library.media_settings = MediaSettings(**settings.read_flags(args, settings.CAPS))  # the caps per file
     return _report(library.add(args.paths, progress=None if args.quiet else ProgressBar()))
 
 
@@ -191,6 +194,7 @@ def register(subparsers: argparse._SubParsersAction, environ: Mapping[str, str] 
     add = subparsers.add_parser("add", help="index files and folders (recursively)")
     add.add_argument("paths", nargs="+", metavar="PATH")
     add.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the summary")
+    settings.add_flags(add, os.environ if environ is None else environ, settings.CAPS)
     add.set_defaults(func=cmd_add)
 
     listing = subparsers.add_parser("list", help="list indexed documents (no model is loaded)")
@@ -277,4 +281,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         return fail(error, 1)
     except KeyboardInterrupt:
-        return fail("interrupted", 130)
+        return fail("interrupted; what was embedded is kept: the same command continues from there", 130)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -21,6 +23,72 @@ from .rerank import match_probabilities
 def as_hits(candidates: Sequence[Hit | Item]) -> list[Hit]:
     """Accept bare Items wherever Hits are expected (an Item has no first-stage scores yet)."""
     return [candidate if isinstance(candidate, Hit) else Hit(candidate) for candidate in candidates]
+
+
+class ModelLock:
+    """The one model lock, with turns: a question's model calls go before indexing batches.
+
+    `with lock:` (queries, reranking, answers: what a user waits for) takes it as a plain lock.
+    `with lock.background():` (embedding a batch of items) takes it only when no call waits for it
+    and none finished in the last `grace_s` seconds, so the steps of one question (rewrite, query
+    embedding, rerank, answer) run back to back while an indexing job waits between its batches:
+    a question waits for at most the batch being embedded when it arrives.
+    """
+
+    def __init__(self, grace_s: float = 0.5) -> None:
+        self.grace_s = grace_s
+        self._turns = threading.Condition(threading.Lock())
+        self._held = False
+        self._waiting = 0  # foreground callers waiting for the lock
+        self._foreground_done = float("-inf")  # when a foreground holder last released it
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        with self._turns:
+            self._waiting += 1
+            try:
+                free = (self._turns.wait_for(lambda: not self._held, None if timeout < 0 else timeout) if blocking
+                        else not self._held)
+                if not free:
+                    return False
+                self._held, self._foreground = True, True
+                return True
+            finally:
+                self._waiting -= 1
+
+    def release(self) -> None:
+        with self._turns:
+            if not self._held:
+                raise RuntimeError("release of an unheld ModelLock")
+            self._held = False
+            if self._foreground:
+                self._foreground_done = time.monotonic()
+            self._turns.notify_all()
+
+    def locked(self) -> bool:
+        return self._held
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    @contextmanager
+    def background(self) -> Iterator[None]:
+        """Hold the lock for background work, after every waiting or recent foreground call."""
+        with self._turns:
+            while True:
+                if self._held or self._waiting:
+                    self._turns.wait()
+                    continue
+                left = self._foreground_done + self.grace_s - time.monotonic()
+                if left <= 0:
+                    break
+                self._turns.wait(left)
+            self._held, self._foreground = True, False
+        try:
+            yield
+        finally:
+            self.release()
 
 
 _MODALITY_OF_KIND = {"text": None, "image": "image", "pdf_page": "image", "video_segment": "video"}
@@ -58,12 +126,14 @@ class FreeRet:
 
     Thread-safe: model calls are serialised by one lock, so a UI may call it from several threads.
     A streamed answer holds the lock only inside its generation thread, never across a `yield`.
+    Embedding items (indexing) is background work (`ModelLock.background`): questions asked
+    meanwhile are served between its batches.
     """
 
     def __init__(self, lm: LoadedModel, settings: EngineSettings = EngineSettings()) -> None:
         self.lm = lm
         self.settings = settings
-        self._lock = threading.Lock()
+        self._lock = ModelLock()
 
     @classmethod
     def from_pretrained(cls, model: str | Path, device: str | None = None, dtype: str | None = None,
@@ -117,7 +187,7 @@ class FreeRet:
     def embed(self, items: Sequence[Item], batch_size: int | None = None) -> np.ndarray:
         """(n, hidden) float32 unit vectors. Raises UnsupportedModalityError before any work."""
         prompts_ = [self._item_prompt(item) for item in items]
-        with self._lock:
+        with self._lock.background():
             return embed_prompts(self.lm, prompts_, self.settings.embed_point,
                                  batch_size or self.settings.batch_size, self.settings.max_image_side)
 
@@ -134,7 +204,7 @@ class FreeRet:
         `embed.embed_prompts_with_words`); the vectors equal `embed(items)`.
         """
         prompts_ = [self._item_prompt(item) for item in items]
-        with self._lock:
+        with self._lock.background():
             return embed_prompts_with_words(self.lm, prompts_, self.settings.embed_point,
                                             batch_size or self.settings.batch_size, self.settings.max_image_side,
                                             top_words)

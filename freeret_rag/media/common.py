@@ -14,8 +14,10 @@ from typing import Callable
 from PIL import Image
 
 from freeret_rag.errors import IngestError
+from freeret_rag.settings import MAX_CHUNKS, MAX_PAGES, MAX_VIDEO_MINUTES
 
 Progress = Callable[[int, int], None]
+OnCap = Callable[[str], None]  # told, once, what part of a file over a cap is indexed
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class MediaSettings:
       a long video to 480 frames by lengthening segments, so no part of the video is dropped.
     - text_chunk_chars 800 / overlap 150: a few paragraphs per chunk (~200 tokens), fits any
       embedder's window; the overlap keeps a sentence cut at a boundary findable.
+    - max_pages / max_chunks / max_video_minutes (settings.py, 0: no cap): over a cap only the
+      first pages / chunks / minutes are read, and the loader says so through `on_cap`.
     """
 
     pdf_max_side: int = 1280
@@ -44,12 +48,30 @@ class MediaSettings:
     video_frame_max_side: int = 960
     text_chunk_chars: int = 800
     text_overlap_chars: int = 150
+    max_pages: int = MAX_PAGES
+    max_chunks: int = MAX_CHUNKS
+    max_video_minutes: float = MAX_VIDEO_MINUTES
 
     def __post_init__(self) -> None:
         if not 0 <= self.text_overlap_chars < self.text_chunk_chars:
             raise ValueError("text_overlap_chars must be >= 0 and smaller than text_chunk_chars")
         if self.video_segment_s <= 0 or self.video_frames_per_segment < 1 or self.video_max_segments < 1:
             raise ValueError("video segments need a positive length, >= 1 frame and >= 1 segment")
+        if min(self.max_pages, self.max_chunks, self.max_video_minutes) < 0:
+            raise ValueError("caps are 0 (none) or positive")
+
+
+def capped(total: int | float, cap: int | float) -> int | float:
+    """How much of `total` a cap lets through (a cap of 0 lets everything through)."""
+    return min(total, cap) if cap else total
+
+
+def cap_note(kept: int | float, total: int | float, unit: str, flag: str) -> str:
+    """What a user reads about a file over a cap: "indexed the first 500 of 4,096 pages (cap --max-pages)"."""
+    def number(value: int | float) -> str:
+        return f"{value:,}" if float(value).is_integer() else f"{value:,.1f}"
+
+    return f"indexed the first {number(kept)} of {number(total)} {unit} (cap {flag})"
 
 
 def asset_folder(asset_dir: Path, doc_id: str) -> Path:
@@ -111,8 +133,11 @@ def report(progress: Progress | None, done: int, total: int) -> None:
 __all__ = [
     "IngestError",
     "MediaSettings",
+    "OnCap",
     "Progress",
     "asset_folder",
+    "cap_note",
+    "capped",
     "item_id",
     "report",
     "save_image",
