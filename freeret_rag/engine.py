@@ -29,26 +29,32 @@ class ModelLock:
     """The one model lock, with turns: a question's model calls go before indexing batches.
 
     `with lock:` (queries, reranking, answers: what a user waits for) takes it as a plain lock.
-    `with lock.background():` (embedding a batch of items) takes it only when no call waits for it
-    and none finished in the last `grace_s` seconds, so the steps of one question (rewrite, query
-    embedding, rerank, answer) run back to back while an indexing job waits between its batches:
-    a question waits for at most the batch being embedded when it arrives.
+    `with lock.background():` (embedding a batch of items) takes it when no call waits for it and
+    none finished in the last `grace_s` seconds, so the steps of one question (rewrite, query
+    embedding, rerank, answer) run back to back while an indexing job waits between its batches.
+    So that questions in a row cannot starve indexing, a batch that has waited `patience_s` goes
+    next whatever waits: a question waits for at most about one batch, and an indexing job gets
+    at least one batch in every `patience_s` plus the calls that held the model meanwhile.
     """
 
-    def __init__(self, grace_s: float = 0.5) -> None:
-        self.grace_s = grace_s
+    def __init__(self, grace_s: float = 0.5, patience_s: float = 2.0) -> None:
+        self.grace_s, self.patience_s = grace_s, patience_s
         self._turns = threading.Condition(threading.Lock())
         self._held = False
+        self._foreground = False  # whether the holder is a foreground call
         self._waiting = 0  # foreground callers waiting for the lock
+        self._background: dict[object, float] = {}  # background waiters -> since when they wait
         self._foreground_done = float("-inf")  # when a foreground holder last released it
+
+    def _background_due(self) -> bool:
+        return bool(self._background) and time.monotonic() - min(self._background.values()) >= self.patience_s
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         with self._turns:
             self._waiting += 1
             try:
-                free = (self._turns.wait_for(lambda: not self._held, None if timeout < 0 else timeout) if blocking
-                        else not self._held)
-                if not free:
+                free = lambda: not self._held and not self._background_due()  # noqa: E731
+                if not (self._turns.wait_for(free, None if timeout < 0 else timeout) if blocking else free()):
                     return False
                 self._held, self._foreground = True, True
                 return True
@@ -74,16 +80,24 @@ class ModelLock:
 
     @contextmanager
     def background(self) -> Iterator[None]:
-        """Hold the lock for background work, after every waiting or recent foreground call."""
+        """Hold the lock for background work: after waiting and recent foreground calls, or once due."""
+        token = object()
         with self._turns:
-            while True:
-                if self._held or self._waiting:
-                    self._turns.wait()
-                    continue
-                left = self._foreground_done + self.grace_s - time.monotonic()
-                if left <= 0:
-                    break
-                self._turns.wait(left)
+            since = self._background[token] = time.monotonic()
+            try:
+                while True:
+                    waited = time.monotonic() - since
+                    if not self._held:
+                        if waited >= self.patience_s:
+                            break
+                        left = self._foreground_done + self.grace_s - time.monotonic()
+                        if not self._waiting and left <= 0:
+                            break
+                        self._turns.wait(min(self.patience_s - waited, left if left > 0 else self.patience_s))
+                    else:
+                        self._turns.wait()
+            finally:
+                del self._background[token]
             self._held, self._foreground = True, False
         try:
             yield

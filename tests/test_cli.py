@@ -201,3 +201,17 @@ def test_check_measures_stores_and_shows_the_self_check(tiny_model_dirs, src, tm
 
     kept = Library(None, tmp_path / "data").store.get_note("self_check")
     assert SelfCheck.from_json(kept).measured_at == stored["measured_at"]
+
+
+def test_add_caps_a_long_file_and_says_so(tiny_model_dirs, tmp_path, capsys):
+    import pymupdf
+
+    pdf = tmp_path / "spec.pdf"
+    shutil.copyfile(SAMPLES / "shared-mime-info-spec.pdf", pdf)
+    pages = pymupdf.open(pdf).page_count
+    code, out, _ = run(capsys, "--data-dir", tmp_path / "data", "--model", tiny_model_dirs["qwen2_vl"], "add", "-q",
+                       pdf, "--max-pages", "2")
+    assert code == 0 and "indexed 1 file(s) (2 items)" in out
+    assert f"note spec.pdf: indexed the first 2 of {pages} pages (cap --max-pages)" in out
+    code, out, _ = run(capsys, "--data-dir", tmp_path / "data", "list", "--json")
+    assert [doc["items"] for doc in json.loads(out)] == [2]

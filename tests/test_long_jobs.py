@@ -156,7 +156,7 @@ def test_a_question_waiting_for_the_model_goes_before_the_next_batch():
 
 
 def test_the_steps_of_one_question_run_back_to_back_and_the_batch_waits_for_the_grace():
-    lock, order, started = ModelLock(grace_s=30.0), [], []
+    lock, order, started = ModelLock(grace_s=30.0, patience_s=60.0), [], []
     with lock:
         order.append("rewrite")
 
@@ -180,6 +180,38 @@ def test_the_steps_of_one_question_run_back_to_back_and_the_batch_waits_for_the_
     assert started[0] - released >= 0.3 - 0.02  # not before the grace after the question's last step
 
 
+def test_questions_in_a_row_cannot_starve_an_indexing_job():
+    lock, stop, order = ModelLock(grace_s=60.0, patience_s=0.3), threading.Event(), []
+
+    def questions() -> None:  # each within the grace of the one before: without patience, no batch ever runs
+        while not stop.is_set():
+            with lock:
+                order.append("question")
+                time.sleep(0.01)
+
+    def batch() -> None:
+        with lock.background():
+            order.append("batch")
+
+    asker, indexer = threading.Thread(target=questions, daemon=True), threading.Thread(target=batch, daemon=True)
+    asker.start()
+    _wait_until(lambda: "question" in order)
+    asked = len(order)
+    started = time.monotonic()
+    indexer.start()
+    try:
+        indexer.join(timeout=10)
+        waited = time.monotonic() - started
+        assert not indexer.is_alive(), "the batch never got the model"
+        _wait_until(lambda: order[-1] == "question")  # and the questions go on after it
+    finally:
+        stop.set()
+        asker.join(timeout=10)
+        indexer.join(timeout=10)
+    assert order.count("batch") == 1 and len(order) > asked + 2
+    assert 0.3 - 0.02 <= waited < 5.0  # its patience, then at most a question's hold
+
+
 def test_the_engine_embeds_items_as_background_work(tiny_engine, monkeypatch):
     """Item embedding (indexing) waits while a question is being served; the question's own calls do not."""
     import freeret_rag.engine as engine_module
@@ -194,7 +226,8 @@ def test_the_engine_embeds_items_as_background_work(tiny_engine, monkeypatch):
         return real(lm, prompts, *args, **kwargs)
 
     monkeypatch.setattr(engine_module, "embed_prompts", recording)
-    lock, grace = engine._lock, engine._lock.grace_s
+    lock, grace, patience = engine._lock, engine._lock.grace_s, engine._lock.patience_s
+    lock.patience_s = 120.0
     items = threading.Thread(target=engine.embed, args=([Item(kind="text", text="a pond pump", item_id="i:0")],),
                              daemon=True)
     lock.grace_s = 60.0
@@ -207,7 +240,7 @@ def test_the_engine_embeds_items_as_background_work(tiny_engine, monkeypatch):
         engine.embed_query("pond")  # its next step goes at once
         assert order == ["query"]
     finally:
-        lock.grace_s = grace
+        lock.grace_s, lock.patience_s = grace, patience
         with lock:  # wakes the waiting batch, which now waits the usual grace
             pass
     items.join(timeout=120)
