@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator, Mapping, NoReturn, Sequence
@@ -76,7 +77,7 @@ class ProgressBar:
             self.bar.total = event.total or None
             self.bar.n = event.done
             self.bar.refresh()
-        elif event.stage in ("added", "unchanged", "skipped", "waiting"):
+        elif event.stage in ("added", "unchanged", "skipped", "waiting", "cancelled"):
             self.close()
             detail = {"added": f"{event.done} item(s)", "unchanged": "already indexed"}.get(event.stage, "")
             message = "; ".join(part for part in (detail, event.message) if part)
@@ -114,7 +115,11 @@ def resolve_documents(library: "Library", refs: Sequence[str]) -> list[str]:
 
 # -- the commands --------------------------------------------------------------------------------
 def cmd_add(args: argparse.Namespace) -> int:
+    from .media import MediaSettings
+
     library = open_library(args)
+    library.media_settings = replace(library.media_settings,
+                                     **settings.read_flags(args, settings.CAPS))  # the caps per file
     with _progress(args) as bar:
         return _report(library.add(args.paths, progress=bar))
 
@@ -232,6 +237,7 @@ def register(subparsers: argparse._SubParsersAction, environ: Mapping[str, str] 
     add = subparsers.add_parser("add", help="index files and folders (recursively)")
     add.add_argument("paths", nargs="+", metavar="PATH")
     add.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the summary")
+    settings.add_flags(add, os.environ if environ is None else environ, settings.CAPS)
     add.set_defaults(func=cmd_add)
 
     sync = subparsers.add_parser("sync", help="make the library follow folders: index new and changed files, "
@@ -328,4 +334,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         return fail(error, 1)
     except KeyboardInterrupt:
-        return fail("interrupted", 130)
+        return fail("interrupted; what was embedded is kept: the same command continues from there", 130)

@@ -103,6 +103,10 @@ class AppConfig:
     rerank_k: int = settings.RERANK_K
     n_sources: int = settings.N_SOURCES
     min_relevance: float | None = settings.MIN_RELEVANCE
+    # Caps per file (0: none): over a cap, the first pages / chunks / minutes are indexed.
+    max_pages: int = settings.MAX_PAGES
+    max_chunks: int = settings.MAX_CHUNKS
+    max_video_minutes: float = settings.MAX_VIDEO_MINUTES
     # Concurrency: how many model-bound events run at once (one model on one device: 1) and how
     # many may wait in the queue before new ones are refused.
     concurrency: int = 1
@@ -131,7 +135,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     groups = {key: parser.add_argument_group(settings.GROUP_TITLES[key]) for key in ("model", "storage")}
     server = parser.add_argument_group("server")
     groups["answer"] = parser.add_argument_group(settings.GROUP_TITLES["answer"])
-    settings.add_flags(parser, environ, settings.COMMON + settings.ANSWER, groups=groups)
+    settings.add_flags(parser, environ, settings.COMMON + settings.ANSWER + settings.CAPS, groups=groups)
     groups["model"].add_argument("--max-answer-tokens", type=int, default=env("FREERET_MAX_ANSWER_TOKENS"),
                                  help="longest answer, in tokens [FREERET_MAX_ANSWER_TOKENS] "
                                       "(default: the engine's, 384)")
@@ -178,7 +182,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     environ = os.environ if environ is None else environ
     args = build_parser(environ).parse_args(argv)
     config = AppConfig(
-        **settings.read_flags(args, settings.COMMON + settings.ANSWER),
+        **settings.read_flags(args, settings.COMMON + settings.ANSWER + settings.CAPS),
         max_answer_tokens=int(args.max_answer_tokens) if args.max_answer_tokens else None,
         host=args.host,
         port=int(args.port),

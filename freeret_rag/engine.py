@@ -6,6 +6,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -24,6 +25,86 @@ from .rerank import match_probabilities
 def as_hits(candidates: Sequence[Hit | Item]) -> list[Hit]:
     """Accept bare Items wherever Hits are expected (an Item has no first-stage scores yet)."""
     return [candidate if isinstance(candidate, Hit) else Hit(candidate) for candidate in candidates]
+
+
+class ModelLock:
+    """The one model lock, with turns: a question's model calls go before indexing batches.
+
+    `with lock:` (queries, reranking, answers: what a user waits for) takes it as a plain lock.
+    `with lock.background():` (embedding a batch of items) takes it when no call waits for it and
+    none finished in the last `grace_s` seconds, so the steps of one question (rewrite, query
+    embedding, rerank, answer) run back to back while an indexing job waits between its batches.
+    So that questions in a row cannot starve indexing, a batch that has waited `patience_s` goes
+    next whatever waits: a question waits for at most about one batch, and an indexing job gets
+    at least one batch in every `patience_s` plus the calls that held the model meanwhile.
+    """
+
+    def __init__(self, grace_s: float = 0.5, patience_s: float = 2.0) -> None:
+        self.grace_s, self.patience_s = grace_s, patience_s
+        self._turns = threading.Condition(threading.Lock())
+        self._held = False
+        self._foreground = False  # whether the holder is a foreground call
+        self._waiting = 0  # foreground callers waiting for the lock
+        self._background: dict[object, float] = {}  # background waiters -> since when they wait
+        self._foreground_done = float("-inf")  # when a foreground holder last released it
+
+    def _background_due(self) -> bool:
+        return bool(self._background) and time.monotonic() - min(self._background.values()) >= self.patience_s
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        with self._turns:
+            self._waiting += 1
+            try:
+                free = lambda: not self._held and not self._background_due()  # noqa: E731
+                if not (self._turns.wait_for(free, None if timeout < 0 else timeout) if blocking else free()):
+                    return False
+                self._held, self._foreground = True, True
+                return True
+            finally:
+                self._waiting -= 1
+
+    def release(self) -> None:
+        with self._turns:
+            if not self._held:
+                raise RuntimeError("release of an unheld ModelLock")
+            self._held = False
+            if self._foreground:
+                self._foreground_done = time.monotonic()
+            self._turns.notify_all()
+
+    def locked(self) -> bool:
+        return self._held
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    @contextmanager
+    def background(self) -> Iterator[None]:
+        """Hold the lock for background work: after waiting and recent foreground calls, or once due."""
+        token = object()
+        with self._turns:
+            since = self._background[token] = time.monotonic()
+            try:
+                while True:
+                    waited = time.monotonic() - since
+                    if not self._held:
+                        if waited >= self.patience_s:
+                            break
+                        left = self._foreground_done + self.grace_s - time.monotonic()
+                        if not self._waiting and left <= 0:
+                            break
+                        self._turns.wait(min(self.patience_s - waited, left if left > 0 else self.patience_s))
+                    else:
+                        self._turns.wait()
+            finally:
+                del self._background[token]
+            self._held, self._foreground = True, False
+        try:
+            yield
+        finally:
+            self.release()
 
 
 _MODALITY_OF_KIND = {"text": None, "image": "image", "pdf_page": "image", "video_segment": "video"}
@@ -87,12 +168,14 @@ class FreeRet:
 
     Thread-safe: model calls are serialised by one lock, so a UI may call it from several threads.
     A streamed answer holds the lock only inside its generation thread, never across a `yield`.
+    Embedding items (indexing) is background work (`ModelLock.background`): questions asked
+    meanwhile are served between its batches.
     """
 
     def __init__(self, lm: LoadedModel, settings: EngineSettings = EngineSettings()) -> None:
         self.lm = lm
         self.settings = settings
-        self._lock = threading.Lock()
+        self._lock = ModelLock()
         self._queries: OrderedDict[tuple, tuple[np.ndarray, Any]] = OrderedDict()
         self._pair_seconds: float | None = None  # measured rerank cost per pair (moving average)
         self._bytes_per_item: float | None = None  # measured GPU memory per embedded item
@@ -215,7 +298,7 @@ class FreeRet:
         """(n, hidden) float32 unit vectors. Raises UnsupportedModalityError before any work."""
         prompts_ = [self._item_prompt(item) for item in items]
         size = batch_size or self.preferred_batch_size
-        with self._lock, self._measure_memory(min(size, len(prompts_))):
+        with self._lock.background(), self._measure_memory(min(size, len(prompts_))):
             return embed_prompts(self.lm, prompts_, self.settings.embed_point, size, self.settings.max_image_side,
                                  self.budget("embed"))
 
@@ -259,7 +342,7 @@ class FreeRet:
         """
         prompts_ = [self._item_prompt(item) for item in items]
         size = batch_size or self.preferred_batch_size
-        with self._lock, self._measure_memory(min(size, len(prompts_))):
+        with self._lock.background(), self._measure_memory(min(size, len(prompts_))):
             return embed_prompts_with_words(self.lm, prompts_, self.settings.embed_point, size,
                                             self.settings.max_image_side, top_words, self.budget("embed"))
 

@@ -55,6 +55,9 @@ WAITING_FOR_REINDEX = "waiting for a re-index with the loaded model"
 WORDS_ASKED = 64
 ITEM_WORDS = 24  # kept per item for its keyword channel
 QUERY_WORDS = 10  # the query's own words searched in that channel
+# How long the embedded part of an interrupted or cancelled file is kept (invisible) for a resume:
+# adding the same file again within this time embeds only what is missing.
+RESUMABLE_FOR_S = 7 * 24 * 3600.0
 
 
 # English function words and chat fillers, left out of the words channel (beyond bm25s's 33).
@@ -94,8 +97,9 @@ class Progress:
     """One ingestion event; the UI and the CLI progress bar consume the same stream.
 
     stage: "file" (a file starts), "item" (`done` of `total` pages/segments/chunks embedded; total
-    may grow while a file is read), then one of "added", "unchanged", "skipped" (`message` says why),
-    or in a re-index "waiting" (the model cannot see the document: it stays in its old index).
+    may grow while a file is read), then one of "added", "unchanged", "skipped", "cancelled"
+    (`message` says why, and what part of a file over a cap was indexed), or in a re-index
+    "waiting" (the model cannot see the document: it stays in its old index).
     """
 
     stage: str
@@ -128,6 +132,7 @@ class AddReport:
     notes: list[Skipped] = field(default_factory=list)  # documents indexed with some items left out
     #: Re-index: documents the loaded model cannot embed, kept in their old index (Library.waiting).
     waiting: list[Skipped] = field(default_factory=list)
+    cancelled: list[Skipped] = field(default_factory=list)  # stopped by a cancel, or never started
     seconds: float = 0.0
 
     @property
@@ -144,6 +149,7 @@ class AddReport:
             lines.append(f"kept {len(self.waiting)} document(s) in the old index, {WAITING_FOR_IMAGES} "
                          "(nothing was deleted; re-index with such a model to search them again):")
             lines += [f"  waiting {Path(s.path).name}" for s in self.waiting]
+        lines += [f"  cancelled {Path(s.path).name}: {s.reason}" for s in self.cancelled]
         return "\n".join(lines)
 
 
@@ -174,12 +180,25 @@ class _Unseeable(IngestError):
     """Nothing in the file can be embedded by the loaded model (images for a text-only model)."""
 
 
+class Cancelled(IngestError):
+    """A cancel stopped indexing a document between two batches; what was embedded is kept pending."""
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _same_item(item: Item, fields: Mapping[str, Any], stored: tuple[dict[str, Any], str] | None) -> bool:
+    """Whether a pending item that an earlier run stored is this very item, so its vector is kept."""
+    if stored is None:
+        return False
+    meta, text = stored
+    wanted = {**item.to_metadata(), "path": fields.get("path"), "content_hash": fields.get("content_hash")}
+    return text == item.text and all(meta.get(key) == value for key, value in wanted.items() if key != "words")
 
 
 def iter_files(paths: Iterable[str | Path], exclude: Iterable[str | Path] = ()) -> Iterator[Path | Skipped]:
@@ -360,7 +379,7 @@ class Library:
         folders of documents that have no item left, pending or complete. Runs only while holding
         the writer lock (asset folders are written under it, before their items); not while a
         re-index is pending, since assets may belong to a document that still waits for it."""
-        purged = self.store.purge_incomplete(self._writer_dead)
+        purged = self.store.purge_incomplete(self._writer_dead, RESUMABLE_FOR_S)
         if purged:
             log.warning("removed %d half-indexed document(s) left by an interrupted run", len(purged))
         if self.others or not self.assets.is_dir():
@@ -378,6 +397,8 @@ class Library:
         that went away is said at once (StoreUnreachableError), not shown as a stale listing."""
         if self.chroma_url:
             self.client.heartbeat()
+        if not self._writer.changed():  # first without the lock: a write of this process holds it
+            return False  # for a whole file, and its own writes leave nothing to re-read
         with self._lock:
             if not self._writer.changed():
                 return False
@@ -424,8 +445,13 @@ class Library:
 
     # -- adding ----------------------------------------------------------------------------------
     @_server_errors
-    def add(self, paths: Iterable[str | Path] | str | Path, progress: ProgressCallback | None = None) -> AddReport:
-        """Index files and folders (recursively). One bad file is skipped with its reason; the rest go on."""
+    def add(self, paths: Iterable[str | Path] | str | Path, progress: ProgressCallback | None = None,
+            cancel: threading.Event | None = None) -> AddReport:
+        """Index files and folders (recursively). One bad file is skipped with its reason; the rest go on.
+
+        `cancel`, once set, stops the work at the next batch (the model finishes the one it is on):
+        the file being indexed stays invisible, its embedded batches kept for a resume (adding it
+        again continues it, see `ingest_items`), and later files are not started (`report.cancelled`)."""
         self._engine()
         if self.needs_reindex:
             raise IndexMismatchError(self.mismatch or "a re-index is pending: run `reindex` first")
@@ -437,13 +463,17 @@ class Library:
             (report.skipped if isinstance(entry, Skipped) else files).append(entry)
         emit = progress or (lambda event: None)
         for index, path in enumerate(files, 1):
-            self._add_file(path, index, len(files), emit, report)
+            if cancel is not None and cancel.is_set():
+                report.cancelled.append(Skipped(str(path), "not started: indexing was cancelled"))
+                continue
+            self._add_file(path, index, len(files), emit, report, cancel)
         if report.added:
             self._after_change(emit)
         report.seconds = time.perf_counter() - started
         return report
 
-    def _add_file(self, path: Path, index: int, files: int, emit: ProgressCallback, report: AddReport) -> None:
+    def _add_file(self, path: Path, index: int, files: int, emit: ProgressCallback, report: AddReport,
+                  cancel: threading.Event | None = None) -> None:
         """Index one file under the writer lock. Then, in a second turn, older versions of the same
         path (documents whose `path` is this resolved path, with other content) are deleted: only
         once this one is committed, and also when it was already indexed (a replace that a crash
@@ -467,10 +497,18 @@ class Library:
                     fields = {"content_hash": content_hash, "path": resolved, "file_type": file_type,
                               "added_at": time.time()}
                     loaded = {"total": 0}
+                    caps: list[str] = []
                     items = read_ahead(load_items(path, doc_id, self.assets, settings=self.media_settings,
-                                                  progress=lambda done, total: loaded.update(total=total)))
+                                                  progress=lambda done, total: loaded.update(total=total),
+                                                  on_cap=caps.append))
                     doc, note = self.ingest_items(path, doc_id, items, fields,
-                                                  lambda done: event("item", done, max(done, loaded["total"])))
+                                                  lambda done: event("item", done, max(done, loaded["total"])),
+                                                  cancel=cancel)
+                    note = "; ".join(caps + [note] if note else caps)
+        except Cancelled as stopped:  # keep what was embedded: adding the file again resumes it
+            report.cancelled.append(Skipped(str(path), stopped.reason))
+            event("cancelled", message=stopped.reason)
+            return
         except Exception as error:  # noqa: BLE001 - one bad file must never stop the batch
             if self.chroma_url and server_unreachable(error):
                 raise  # not the file's fault: stop the batch (nothing is lost; the next run resumes)
@@ -521,22 +559,31 @@ class Library:
         return None
 
     def ingest_items(self, path: str | Path, doc_id: str, items: Iterable[Item], fields: dict[str, Any],
-                     on_item: Callable[[int], None]) -> tuple[DocumentInfo, str]:
+                     on_item: Callable[[int], None], cancel: threading.Event | None = None) -> tuple[DocumentInfo, str]:
         """Embed and store one document's items as pending, in batches, then commit them at once.
 
         `add` uses it for files; callers with ready-made Items (the eval datasets) use it directly.
 
         Items keep their images in the index even when embedded from text only, so that a later
         re-index with a vision model (and the answer stage) can still use the page images.
+
+        Resumable: pending items that an interrupted or cancelled run stored for this document are
+        kept, not embedded again, when the item is the same (same id, text, page or time, images,
+        file name and path); pending items this run does not produce are dropped before the commit.
+        `cancel`, once set, raises `Cancelled` before the next batch is embedded.
         """
         fields = {**fields, "model_id": self.store.model_id, "prompt_version": self.store.prompt_version,
                   "writer": this_writer().to_json()}
         batch: list[tuple[Item, Item]] = []
         left_out: Counter[str] = Counter()
         stored = 0
+        seen: set[str] = set()
 
         def flush() -> None:
             nonlocal stored
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(path, f"cancelled after {stored + sum(left_out.values())} item(s); they are kept, "
+                                      f"invisible, and adding the same file again continues from there")
             views = [view for _, view in batch]
             if self.use_words and hasattr(self.engine, "embed_with_words"):
                 vectors, words = self.engine.embed_with_words(views, batch_size=self.batch_size,
@@ -551,11 +598,20 @@ class Library:
             batch.clear()
 
         with self._writing():
+            finished = self.store.pending_items(doc_id)  # what an interrupted run of this document stored
+            if finished:
+                fields["added_at"] = min(float(meta.get("added_at", fields.get("added_at", 0.0)))
+                                         for meta, _ in finished.values())
             for number, item in enumerate(items):
                 item = item if item.item_id else replace(item, item_id=f"{doc_id}:{number}")
+                seen.add(item.item_id)
                 view = self._view(item)
                 if view is None:
                     left_out[item.kind] += 1
+                    continue
+                if _same_item(item, fields, finished.get(item.item_id)):
+                    stored += 1
+                    on_item(stored + sum(left_out.values()))
                     continue
                 batch.append((item, view))
                 if len(batch) >= self.batch_size:
@@ -566,6 +622,7 @@ class Library:
                 if left_out:
                     raise _Unseeable(path, f"{CANNOT_SEE} (and there is no text to index instead)")
                 raise IngestError(path, "nothing to index in this file")
+            self.store.delete_items(set(finished) - seen)  # e.g. beyond a cap lowered since
             self.store.commit(doc_id)
             doc = self.store.document(doc_id)
         assert doc is not None

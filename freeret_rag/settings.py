@@ -35,6 +35,12 @@ N_SOURCES = 3  # sources given to the model for an answer
 MIN_RELEVANCE: float | None = None  # rerank probability below which a source is not relevant; None: "auto",
 # the floor the library's self-check measured (none where the reranker cannot tell matches apart)
 
+# Caps per file (0: none). Over a cap, the first part is indexed and the report says so: a 200 MB
+# text file is ~410,000 chunks, ~13 hours of embedding on a CPU, while a question waits between batches.
+MAX_PAGES = 500  # pages per PDF
+MAX_CHUNKS = 5000  # chunks per text file (about 3.5 MB of text at 800-character chunks)
+MAX_VIDEO_MINUTES = 180.0  # minutes per video (segments are bounded anyway; this keeps them short)
+
 # Environment variables that keep libraries quiet: no usage analytics, no telemetry, no update
 # checks. Set before gradio, huggingface_hub or chromadb are imported (see `apply_privacy_env`).
 PRIVACY_ENV = {
@@ -143,6 +149,7 @@ class Flag:
 
 
 GROUP_TITLES = {"model": "model", "storage": "storage",
+                "indexing": "indexing (caps per file; 0 for none)",
                 "search": "search (a fixed value overrides what the library's self-check measured)",
                 "answer": "answer defaults (each session can change them in Settings)"}
 
@@ -168,6 +175,12 @@ FLAGS: dict[str, Flag] = {flag.dest: flag for flag in (
          "fixed RRF weights 'dense,lexical,words', e.g. 1,0.25,0.5 (default: measured)"),
     Flag("rerank_share", "--rerank-share", "FREERET_RERANK_SHARE", float, None, "search",
          "fixed share of the rerank in the final order, 0 (off) to 1 (the reranker's order) (default: measured)"),
+    Flag("max_pages", "--max-pages", "FREERET_MAX_PAGES", int, MAX_PAGES, "indexing",
+         f"pages indexed per PDF; a longer one is indexed up to this page (default: {MAX_PAGES})"),
+    Flag("max_chunks", "--max-chunks", "FREERET_MAX_CHUNKS", int, MAX_CHUNKS, "indexing",
+         f"text chunks indexed per text file, about 650 characters each (default: {MAX_CHUNKS})"),
+    Flag("max_video_minutes", "--max-video-minutes", "FREERET_MAX_VIDEO_MINUTES", float, MAX_VIDEO_MINUTES,
+         "indexing", f"minutes indexed per video (default: {MAX_VIDEO_MINUTES:g})"),
     Flag("top_k", "--top-k", "FREERET_TOP_K", int, TOP_K, "answer",
          f"candidates fetched by the embedding search (default: {TOP_K})"),
     Flag("rerank", "--rerank", "FREERET_RERANK", bool, RERANK, "answer",
@@ -183,6 +196,7 @@ FLAGS: dict[str, Flag] = {flag.dest: flag for flag in (
 COMMON = ("model", "device", "dtype", "visual_budget", "data_dir", "chroma_url", "ocr", "fusion_weights",
           "rerank_share")
 ANSWER = ("top_k", "rerank", "rerank_k", "n_sources", "min_relevance")
+CAPS = ("max_pages", "max_chunks", "max_video_minutes")
 
 
 def add_flags(parser: argparse.ArgumentParser, environ: Mapping[str, str], names: Sequence[str] = COMMON,
@@ -234,6 +248,9 @@ def read_flags(args: argparse.Namespace, names: Sequence[str] = COMMON) -> dict[
     """Typed, checked values of the named shared flags in `args`; raises ConfigError."""
     values = {name: _convert(FLAGS[name], getattr(args, name)) for name in names}
     check_answer_settings(**{name: values[name] for name in ANSWER if name in values and name != "rerank"})
+    for name in CAPS:
+        if name in values and values[name] < 0:
+            raise ConfigError(f"{FLAGS[name].option.lstrip('-')} must be 0 (no cap) or more, got {values[name]}")
     share = values.get("rerank_share")
     if share is not None and not 0.0 <= share <= 1.0:
         raise ConfigError(f"rerank-share is between 0 and 1, got {share}")

@@ -16,6 +16,7 @@ import logging
 import math
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,13 +323,28 @@ class Store:
         return (slice(start, start + step) for start in range(0, n, step))
 
     def put(self, items: Sequence[Item], vectors: np.ndarray, doc_fields: dict[str, Any]) -> None:
-        """Upsert items with their vectors, pending (invisible to search) until `commit`."""
+        """Upsert items with their vectors, pending (invisible to search) until `commit`; `put_at`
+        records when, so that recovery can tell a resumable document from an abandoned one."""
         vectors = np.asarray(vectors, np.float32)
+        now = time.time()
         for part in self._batches(len(items)):
             self.collection.upsert(
                 ids=[item.item_id for item in items[part]], embeddings=vectors[part],
-                metadatas=[{**item.to_metadata(), **doc_fields, "complete": False} for item in items[part]],
+                metadatas=[{**item.to_metadata(), **doc_fields, "complete": False, "put_at": now}
+                           for item in items[part]],
                 documents=[item.text for item in items[part]])
+
+    def pending_items(self, doc_id: str) -> dict[str, tuple[dict[str, Any], str]]:
+        """A document's pending items as stored: item id -> (metadata, text). What an interrupted
+        or cancelled run finished, for a resumed run to keep instead of embedding it again."""
+        return {i: (m, d or "") for i, m, d in self._get(_where({"doc_id": doc_id}, {"complete": False}),
+                                                          ["metadatas", "documents"])}
+
+    def delete_items(self, item_ids: Iterable[str]) -> None:
+        """Remove single pending items (a resumed run's leftovers that its items no longer include)."""
+        item_ids = sorted(set(item_ids))
+        for start in range(0, len(item_ids), _PAGE):
+            self.collection.delete(ids=item_ids[start:start + _PAGE])
 
     def commit(self, doc_id: str) -> int:
         """Make a document's pending items visible. Returns how many it has.
@@ -385,16 +401,30 @@ class Store:
             pending.setdefault(meta["doc_id"], set()).add(meta.get("writer"))
         return pending
 
-    def purge_incomplete(self, writer_dead: Callable[[str | None], bool] = lambda writer: True) -> set[str]:
+    def purge_incomplete(self, writer_dead: Callable[[str | None], bool] = lambda writer: True,
+                         keep_pending_s: float = 0.0) -> set[str]:
         """Delete documents a crash left half-written (pending items, or fewer items than committed)
-        whose writers are all dead by `writer_dead(writer metadata or None)`. Returns their ids."""
+        whose writers are all dead by `writer_dead(writer metadata or None)`. Returns their ids.
+
+        A document with only pending items, the last of them stored less than `keep_pending_s`
+        ago, is kept: it is resumable (adding the same file again continues it). A torn commit
+        (some items complete, some not) is never resumable."""
         broken = self.pending_documents()
         with self._lock:
             metas = [meta for meta, _ in self._items.values()]
         counts = Counter(meta["doc_id"] for meta in metas)
+        torn = set(counts) & set(broken)
         for meta in metas:
             if meta.get("n_items", counts[meta["doc_id"]]) != counts[meta["doc_id"]]:
                 broken.setdefault(meta["doc_id"], set()).add(meta.get("writer"))
+                torn.add(meta["doc_id"])
+        if keep_pending_s > 0:
+            recent = time.time() - keep_pending_s
+            last_put: dict[str, float] = {}
+            for _, meta, _ in self._get({"complete": False}, ["metadatas"]):
+                last_put[meta["doc_id"]] = max(last_put.get(meta["doc_id"], 0.0), float(meta.get("put_at", 0.0)))
+            broken = {doc_id: writers for doc_id, writers in broken.items()
+                      if doc_id in torn or last_put.get(doc_id, 0.0) < recent}
         dead = {doc_id for doc_id, writers in broken.items() if all(map(writer_dead, writers))}
         self.delete(dead)
         return dead

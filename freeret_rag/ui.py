@@ -5,9 +5,12 @@ can call them without a browser; `build_blocks(app)` wires them to components an
 serves them. The HTML is built by `ui_render` (pure functions), uploads are checked, kept and
 indexed by `ui_uploads`.
 
-Concurrency: one model serves every browser session. Model-bound events (answering, indexing,
-deleting) share one queue slot (`concurrency_id="model"`, limit `config.concurrency`), so the
-index is only written by one event at a time and answers never interleave; per-session state
+Concurrency: one model serves every browser session. Answers share one queue slot
+(`concurrency_id="model"`, limit `config.concurrency`), so they never interleave. Library writes
+(uploads, re-index, delete) take turns in a slot of their own (`concurrency_id="library"`), so the
+index is written by one event at a time while questions keep being answered: the engine's model
+lock serves a question between two indexing batches (engine.ModelLock). Cancelling an upload (the
+Stop button, an API client's cancel) stops its indexing at the next batch. Per-session state
 (history, chat, settings) lives in Gradio session state, never in globals.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +55,11 @@ class FreeRetApp:
             from .media import MediaSettings
 
             # An index of another model opens too: the Library panel then offers the re-index.
+            caps = MediaSettings(max_pages=config.max_pages, max_chunks=config.max_chunks,
+                                 max_video_minutes=config.max_video_minutes, ocr=config.ocr)
             library = Library(self.engine, config.data_dir, chroma_url=config.chroma_url, allow_mismatch=True,
                               fusion_weights=config.fusion_weights, rerank_share=config.rerank_share,
-                              media_settings=MediaSettings(ocr=config.ocr),
-                              self_check="background" if self_check_enabled() else False)
+                              self_check="background" if self_check_enabled() else False, media_settings=caps)
         self.library = library  # thread-safe: writes are serialised, searches run concurrently
         self.watchers: list[Any] = []  # watched folders (watch.py), shared by every session
         for folder in config.watch:
@@ -294,6 +299,7 @@ def build_blocks(app: FreeRetApp):
 
     config = app.config
     model_events = dict(concurrency_id="model", concurrency_limit=config.concurrency)
+    library_events = dict(concurrency_id="library", concurrency_limit=1)  # writes; questions go on meanwhile
 
     with gr.Blocks(title=config.title, analytics_enabled=False, fill_width=True,
                    delete_cache=(3600, 3600)) as demo:
@@ -327,6 +333,7 @@ def build_blocks(app: FreeRetApp):
                         reindex = gr.Button("Re-index with this model", variant="primary", size="sm",
                                             elem_id="fr-reindex", visible=app.library.needs_reindex)
                         progress = gr.HTML(elem_id="fr-progress", min_height=0, padding=False)
+                        stop = gr.Button("Stop indexing", size="sm", variant="secondary", elem_id="fr-stop")
                         summary = gr.HTML(app.library_summary(), elem_id="fr-summary", min_height=0, padding=False)
                         table = gr.Dataframe(app.document_rows(), headers=["File", "Type", "Items", "Added", "Note"],
                                              datatype=["str", "str", "number", "str", "str"], interactive=False,
@@ -386,26 +393,37 @@ def build_blocks(app: FreeRetApp):
                 return
             paths = [p if isinstance(p, str) else getattr(p, "name", str(p)) for p in paths]
             finished = 0
-            for result in app.ingest(paths):
-                done = sum(1 for s in result.files if s.state == "done")
-                listing_now = unchanged
-                if done != finished:
-                    finished = done
-                    listing_now = (app.library_summary(), app.document_rows(),
-                                   gr.update(choices=app.document_choices(), value=None))
-                yield render_progress(result.files), gr.update(), *listing_now
+            with closing(app.ingest(paths)) as results:  # a cancelled event closes this: the indexing stops
+                for result in results:
+                    done = sum(1 for s in result.files if s.state == "done")
+                    listing_now = unchanged
+                    if done != finished:
+                        finished = done
+                        listing_now = (app.library_summary(), app.document_rows(),
+                                       gr.update(choices=app.document_choices(), value=None))
+                    yield render_progress(result.files), gr.update(), *listing_now
             yield render_progress(result.files), None, *unchanged
 
+        uploads = []
         for source in (files.upload, folder.upload):
-            source(run_ingest, inputs=files if source == files.upload else folder,
-                   outputs=[progress, files, summary, table, chosen], api_name=False, show_progress="hidden",
-                   **model_events
-                   ).then(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
+            uploads.append(source(run_ingest, inputs=files if source == files.upload else folder,
+                                  outputs=[progress, files, summary, table, chosen], api_name=False,
+                                  show_progress="hidden", **library_events))
+            uploads[-1].then(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
+
+        def stopped():
+            return (render.status_html("Stopped: the file being indexed stops after its current batch. Its "
+                                       "finished part is kept; add the same file again to continue."), None)
+
+        # Cancelling the event closes run_ingest, which cancels the indexing (ui_uploads._ingest_one).
+        stop.click(stopped, outputs=[progress, files], cancels=uploads, api_name=False, queue=False,
+                   show_progress="hidden").then(refresh, outputs=listing, api_name=False, queue=False,
+                                                show_progress="hidden")
 
         def run_delete(doc_id):
             return app.delete(doc_id)
 
-        delete.click(run_delete, inputs=chosen, outputs=notice, api_name=False, **model_events
+        delete.click(run_delete, inputs=chosen, outputs=notice, api_name=False, **library_events
                      ).then(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
 
         def select_row(event):
@@ -415,7 +433,7 @@ def build_blocks(app: FreeRetApp):
 
         select_row.__annotations__ = {"event": gr.SelectData}  # Gradio injects the event by this type
 
-        reindex.click(run_reindex, outputs=progress, api_name=False, show_progress="hidden", **model_events
+        reindex.click(run_reindex, outputs=progress, api_name=False, show_progress="hidden", **library_events
                       ).then(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
 
         seen_changes = gr.State(0)
@@ -455,12 +473,13 @@ def build_blocks(app: FreeRetApp):
             api_report = gr.JSON(visible=False)
             api_add_button = gr.Button(visible=False)
 
-        def api_add(paths) -> list[dict]:
-            result = IngestResult()
+        def api_add(paths) -> Iterator[list[dict]]:
+            """Per-file rows after every step (a generator, so that a client's cancel stops the indexing)."""
             paths = [p if isinstance(p, str) else getattr(p, "name", str(p)) for p in paths or []]
-            for result in app.ingest(paths):
-                pass
-            return [{"file": s.name, "state": s.state, "items": s.items, "message": s.message} for s in result.files]
+            with closing(app.ingest(paths)) as results:  # a client's cancel closes us: close the indexing now
+                for result in results:
+                    yield [{"file": s.name, "state": s.state, "items": s.items, "done": s.done, "total": s.total,
+                            "message": s.message} for s in result.files]
 
         def api_documents() -> list[dict]:
             """Searchable documents, then those waiting ("waiting" says why; absent for the others)."""
@@ -470,9 +489,9 @@ def build_blocks(app: FreeRetApp):
         api_chat_button = gr.Button(visible=False)
         api_chat_button.click(app.chat, inputs=[textbox, chatbot, history, *settings],
                               outputs=[chatbot, history, textbox], api_name="chat", **model_events)
-        api_add_button.click(api_add, inputs=api_files, outputs=api_report, api_name="add_files", **model_events)
+        api_add_button.click(api_add, inputs=api_files, outputs=api_report, api_name="add_files", **library_events)
         gr.api(api_documents, api_name="documents", queue=False)
-        gr.api(app.delete, api_name="delete", **model_events)
+        gr.api(app.delete, api_name="delete", **library_events)
     demo.queue(default_concurrency_limit=config.concurrency, max_size=config.max_queue)
     return demo
 

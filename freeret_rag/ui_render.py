@@ -207,7 +207,7 @@ class FileStatus:
     """One file of an upload or re-index, as the progress list shows it."""
 
     name: str
-    state: str = "waiting"  # waiting | indexing | done | skipped | failed
+    state: str = "waiting"  # waiting | indexing | done | skipped | failed | cancelled
     done: int = 0
     total: int = 0
     items: int = 0
@@ -227,7 +227,7 @@ def render_progress(files: Sequence[FileStatus]) -> str:
             fraction, state = 1.0, f"done · {plural(status.items, 'item')}"
             if status.message:
                 state += f" · {status.message}"
-        elif status.state in ("failed", "skipped"):
+        elif status.state in ("failed", "skipped", "cancelled"):
             fraction, state = 0.0, status.message or status.state
         else:
             fraction, state = 0.0, "waiting"

@@ -4,13 +4,15 @@ Gradio stores uploads in a temporary folder that it cleans up; the library links
 original files later (PDF pages, video segments), so every accepted upload is first copied to
 `upload_dir/<first 16 hex digits of its SHA-256>/<file name>` (`keep_upload`). Indexing runs in a
 worker thread (`relay.relay`) while the generators here yield `IngestResult` snapshots for the
-progress list.
+progress list. Closing such a generator (Gradio does when an event is cancelled: the Stop button,
+an API client's cancel) cancels the indexing at its next batch; the same upload resumes it.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -65,6 +67,8 @@ def outcome(report: Any) -> tuple[str, int, str]:
     """(state, items, message) of one file from `Library.add`'s AddReport."""
     if report.skipped:
         return "failed", 0, report.skipped[0].reason
+    if report.cancelled:
+        return "cancelled", 0, report.cancelled[0].reason
     if report.unchanged and not report.added:
         return "done", report.unchanged[0].items, f"already in the library as {report.unchanged[0].source}"
     return "done", report.items, "; ".join(note.reason for note in report.notes)
@@ -94,9 +98,12 @@ def ingest_files(library: Any, paths: Iterable[str | Path], upload_dir: Path, ma
 
 def _ingest_one(library: Any, path: Path, upload_dir: Path, status: FileStatus,
                 result: IngestResult) -> Iterator[IngestResult]:
+    cancel = threading.Event()
+
     def work(emit: Any) -> Any:
         kept = keep_upload(path, upload_dir)
-        return library.add([kept], progress=lambda event: event.stage == "item" and emit((event.done, event.total)))
+        return library.add([kept], progress=lambda event: event.stage == "item" and emit((event.done, event.total)),
+                           cancel=cancel)
 
     updates = relay(work, "freeret-ingest")  # the add finishes even if nobody reads the progress
     last = 0.0
@@ -113,6 +120,7 @@ def _ingest_one(library: Any, path: Path, upload_dir: Path, status: FileStatus,
         if not isinstance(error, FreeRetError):
             log.exception("indexing %s failed", path, exc_info=error)
     finally:
+        cancel.set()  # nobody reads on (a cancelled event, a closed client): stop at the next batch
         updates.close()
     yield result
 

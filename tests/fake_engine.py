@@ -28,6 +28,7 @@ class FakeEngine:
     def __init__(self, barrier: Path | None = None, block_at: int = 0, fail: bool = False) -> None:
         self.barrier, self.block_at, self.fail = barrier, block_at, fail
         self.calls = 0
+        self.embedded = 0  # items embedded, over all calls
 
     def supports(self, item) -> bool:
         return True
@@ -40,6 +41,7 @@ class FakeEngine:
             (self.barrier / "waiting").write_text(str(os.getpid()))
             while not (self.barrier / "go").exists():
                 time.sleep(0.05)
+        self.embedded += len(items)
         return np.stack([vector(f"{item.source}\n{item.page}\n{item.text}") for item in items])
 
     def embed_query(self, query) -> np.ndarray:

@@ -237,3 +237,17 @@ def test_list_flags_scanned_pages_and_ocr_can_be_turned_off(tiny_model_dirs, tmp
     assert "2 of 2 pages have no text layer (not searchable by words; OCR is off)" in out
     code, _, err = run(capsys, *base, "add", "--ocr", "sometimes", scan)
     assert code == 2 and "ocr is auto, on or off" in err
+
+
+def test_add_caps_a_long_file_and_says_so(tiny_model_dirs, tmp_path, capsys):
+    import pymupdf
+
+    pdf = tmp_path / "spec.pdf"
+    shutil.copyfile(SAMPLES / "shared-mime-info-spec.pdf", pdf)
+    pages = pymupdf.open(pdf).page_count
+    code, out, _ = run(capsys, "--data-dir", tmp_path / "data", "--model", tiny_model_dirs["qwen2_vl"], "add", "-q",
+                       pdf, "--max-pages", "2")
+    assert code == 0 and "indexed 1 file(s) (2 items)" in out
+    assert f"note spec.pdf: indexed the first 2 of {pages} pages (cap --max-pages)" in out
+    code, out, _ = run(capsys, "--data-dir", tmp_path / "data", "list", "--json")
+    assert [doc["items"] for doc in json.loads(out)] == [2]

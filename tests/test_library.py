@@ -456,7 +456,7 @@ def test_kill_during_ingestion_then_restart_is_consistent_and_resumes(tiny_model
     assert (data / "assets" / pdf_id).is_dir()  # the killed run had rendered pages
 
     # Restart: opening purges nothing, and the half-indexed PDF is invisible; the README survived.
-    # The first write (adding the README again) purges the dead writer's pending pages; then it resumes.
+    # Adding again keeps the dead writer's pending pages and embeds only the rest (test_long_jobs counts it).
     out, err = start_child(tmp_path, *args).communicate(timeout=300)
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert lines, err[-3000:]

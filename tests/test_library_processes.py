@@ -44,7 +44,7 @@ if command == "add":
     report = library.add(paths, progress=lambda e: print(json.dumps(
         {"stage": e.stage, "file": Path(e.path).name, "done": e.done}), flush=True))
     print(json.dumps({"added": {d.source: d.items for d in report.added},
-                      "skipped": [s.reason for s in report.skipped]}), flush=True)
+                      "skipped": [s.reason for s in report.skipped], "embedded": engine.embedded}), flush=True)
 elif command == "search":
     library = Library(FakeEngine(), data)
     print(json.dumps(sorted({h.item.source for h in library.search(rest[0], k=20, rerank=False)})))
@@ -142,8 +142,8 @@ def test_a_paused_writer_survives_others_listing_searching_and_adding(tmp_path, 
     out_a, err_a = writer_a.communicate(timeout=300)
     out_b, _ = writer_b.communicate(timeout=300)
     assert writer_a.returncode == 0 and writer_b.returncode == 0, err_a[-2000:]
-    assert json.loads(out_a.splitlines()[-1]) == {"added": {PDF: 17}, "skipped": []}
-    assert json.loads(out_b.splitlines()[-1]) == {"added": {README: 2}, "skipped": []}
+    assert json.loads(out_a.splitlines()[-1]) == {"added": {PDF: 17}, "skipped": [], "embedded": 17}
+    assert json.loads(out_b.splitlines()[-1]) == {"added": {README: 2}, "skipped": [], "embedded": 2}
 
     rows = chroma_rows(data)
     assert len(rows) == 19 and all(meta["complete"] for meta in rows)
@@ -157,7 +157,7 @@ def test_a_paused_writer_survives_others_listing_searching_and_adding(tmp_path, 
     assert {d["source"] for d in json.loads(cli(data, "list", "--json").stdout)} == {PDF, README}
 
 
-def test_read_only_opens_never_purge_and_the_next_writer_does(tmp_path, src):
+def test_read_only_opens_never_purge_and_the_next_writer_keeps_only_what_can_resume(tmp_path, src):
     data, barrier = tmp_path / "data", tmp_path / "barrier"
     barrier.mkdir()
     killed = child(tmp_path, data, "add", barrier, 2, src / PDF)
@@ -182,19 +182,49 @@ def test_read_only_opens_never_purge_and_the_next_writer_does(tmp_path, src):
     assert with_model.search("MIME", rerank=False) == []
     assert pending(data) == 4 and files_under(assets) == before
 
-    writer = child(tmp_path, data, "add", "-", 0, src / README)  # the next writer purges the dead one's
+    writer = child(tmp_path, data, "add", "-", 0, src / README)  # the next writer recovers
     out, err = writer.communicate(timeout=300)
     assert writer.returncode == 0, err[-2000:]
     rows = chroma_rows(data)
-    assert [meta["source"] for meta in rows] == [README, README] and pending(data) == 0
-    assert sorted(p.name for p in assets.iterdir()) == []  # text has no assets; the PDF's and the orphan went
+    # The dead writer's 4 embedded pages stay pending (invisible) for a resume, with their page
+    # images; the orphan folder went; text has no assets.
+    assert sorted(meta["source"] for meta in rows) == [README] * 2 + [PDF] * 4 and pending(data) == 4
+    assert sorted(p.name for p in assets.iterdir()) == [pdf_id(src)]
+    assert [d["source"] for d in json.loads(cli(data, "list", "--json").stdout)] == [README]  # not the half PDF
 
 
-def _pending_doc(library: Library, doc_id: str, writer: str | None) -> None:
+def test_a_file_killed_half_way_resumes_without_embedding_its_finished_batches_again(tmp_path, src):
+    data, barrier = tmp_path / "data", tmp_path / "barrier"
+    barrier.mkdir()
+    killed = child(tmp_path, data, "add", barrier, 3, src / PDF)  # 2 batches of 4 pages stored, the 3rd waits
+    wait_for(barrier / "waiting", killed)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate(timeout=60)
+    assert pending(data) == 8
+    kept = {meta["page"]: meta["put_at"] for meta in chroma_rows(data)}
+    assert sorted(kept) == list(range(1, 9))
+
+    again = child(tmp_path, data, "add", "-", 0, src / PDF)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-2000:]
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[-1] == {"added": {PDF: 17}, "skipped": [], "embedded": 17 - 8}  # only the 9 missing pages
+    rows = chroma_rows(data)
+    assert sorted(meta["page"] for meta in rows) == list(range(1, 18)) and pending(data) == 0
+    assert {meta["page"]: meta["put_at"] for meta in rows if meta["page"] <= 8} == kept  # the very rows kept
+    assert [line["done"] for line in lines if line.get("stage") == "item"][:8] == list(range(1, 9))
+    for meta in rows:  # the resumed document is whole: every page with its image
+        assert all(Path(path).is_file() for path in json.loads(meta["images"]))
+
+
+def _pending_doc(library: Library, doc_id: str, writer: str | None, age_s: float = 30 * 24 * 3600) -> None:
+    """Two pending items of `writer`, last stored `age_s` ago (by default long past a resume)."""
     items = [Item(kind="text", text=f"{doc_id} part {n}", item_id=f"{doc_id}:{n}", doc_id=doc_id,
                   source=f"{doc_id}.txt", chunk=n) for n in range(2)]
     fields = {"added_at": 1.0, **({"writer": writer} if writer else {})}
     library.store.put(items, np.stack([vector(item.text) for item in items]), fields)
+    library.store.collection.update(ids=[item.item_id for item in items],
+                                    metadatas=[{"put_at": time.time() - age_s}] * len(items))
     (library.assets / doc_id).mkdir(parents=True)
     (library.assets / doc_id / "x.png").write_bytes(b"x")
 
@@ -218,16 +248,17 @@ def test_recovery_purges_only_what_is_certainly_dead(request, tmp_path, src, ser
                "legacy": None}  # written before writers were recorded
     for doc_id, writer in writers.items():
         _pending_doc(library, doc_id, writer)
+    _pending_doc(library, "resumable", writers["deadhere"], age_s=3600)  # an hour ago: kept for a resume
 
     def pending_docs() -> set[str]:
         return set(Library(None, data, chroma_url=url).store.pending_documents())  # a read-only open, too
 
-    assert pending_docs() == set(writers)
-    assert {p.name for p in (data / "assets").iterdir()} == set(writers)
+    assert pending_docs() == set(writers) | {"resumable"}
+    assert {p.name for p in (data / "assets").iterdir()} == set(writers) | {"resumable"}
 
     report = Library(FakeEngine(), data, chroma_url=url).add([src / README])  # a write: recovery runs
     assert [doc.source for doc in report.added] == [README]
-    kept = set() if not server else {"alivehere", "elsewhere", "legacy"}
+    kept = {"resumable"} | (set() if not server else {"alivehere", "elsewhere", "legacy"})
     assert pending_docs() == kept
     assert {p.name for p in (data / "assets").iterdir()} == kept
 

@@ -162,7 +162,8 @@ def test_app_help_still_groups_the_shared_flags(capsys):
     groups = re.findall(r"^(\w[^\n:]*):$", text, re.M)
     assert groups == ["options", "model", "storage", "server",
                       "answer defaults (each session can change them in Settings)",
-                      "search (a fixed value overrides what the library's self-check measured)"]
+                      "search (a fixed value overrides what the library's self-check measured)",
+                      "indexing (caps per file; 0 for none)"]
     for flag in settings.FLAGS.values():
         assert flag.option in text and flag.env in text
 
@@ -180,3 +181,24 @@ def test_fixed_search_settings_parse_and_reach_the_library(tmp_path):
     assert settings.read_flags(args, settings.COMMON)["fusion_weights"] == (1.0, 0.0, 0.0)
     with pytest.raises(settings.ConfigError, match="rerank-share is between 0 and 1"):
         parse_config(["--rerank-share", "1.5"], {})
+
+
+def test_caps_per_file_come_from_flag_or_environment_and_reach_the_library(tmp_path):
+    config = parse_config(["--max-pages", "7"], {"FREERET_MAX_CHUNKS": "40", "FREERET_MAX_PAGES": "9"})
+    assert (config.max_pages, config.max_chunks, config.max_video_minutes) == (7, 40, settings.MAX_VIDEO_MINUTES)
+    args = cli.build_parser({"FREERET_MAX_VIDEO_MINUTES": "2.5"}).parse_args(
+        ["--data-dir", str(tmp_path), "add", "x", "--max-pages", "0"])
+    assert settings.read_flags(args, settings.CAPS) == {"max_pages": 0, "max_chunks": settings.MAX_CHUNKS,
+                                                        "max_video_minutes": 2.5}
+    with pytest.raises(settings.ConfigError, match="max-chunks must be 0 \\(no cap\\) or more"):
+        parse_config(["--max-chunks", "-1"], {})
+    with pytest.raises(settings.ConfigError, match="expected a whole number"):
+        parse_config([], {"FREERET_MAX_PAGES": "lots"})
+
+    from fake_engine import FakeEngine
+
+    from freeret_rag.ui import FreeRetApp
+
+    app = FreeRetApp(parse_config(["--data-dir", str(tmp_path / "data"), "--max-pages", "3"], {}),
+                     engine=FakeEngine())
+    assert app.library.media_settings.max_pages == 3

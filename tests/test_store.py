@@ -212,3 +212,18 @@ def test_large_document_is_written_committed_and_read_in_batches(client, monkeyp
     assert store.commit("big") == n
     assert Store(client, "big", "p1").documents()[0].items == n
     assert store.purge_incomplete() == set()
+
+
+def test_a_recent_pending_only_document_is_kept_for_a_resume_and_an_old_one_purged(client, store):
+    import time
+
+    add_doc(store, doc_items("recent", "r.pdf", ["alpha", "beta"]), commit=False)
+    add_doc(store, doc_items("old", "o.pdf", ["gamma"]), commit=False)
+    add_doc(store, doc_items("torn", "t.pdf", ["delta", "epsilon"]))
+    store.collection.update(ids=["old:0"], metadatas=[{"put_at": time.time() - 7200}])  # stored 2 h ago
+    store.collection.update(ids=["torn:1"], metadatas=[{"complete": False}])  # a flip cut half-way: never resumable
+    reopened = Store(client, "tiny/model", "p1")
+    assert reopened.purge_incomplete(keep_pending_s=3600) == {"old", "torn"}
+    assert reopened.pending_items("recent").keys() == {"recent:0", "recent:1"}
+    assert reopened.documents() == []  # kept, yet invisible
+    assert reopened.purge_incomplete() == {"recent"}  # no keep period: purged like any half document

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from freeret_rag.errors import IngestError
 from freeret_rag.items import Item
-from freeret_rag.media.common import MediaSettings, Progress
+from freeret_rag.media.common import MediaSettings, OnCap, Progress
 from freeret_rag.media.image import looks_like_svg
 
 _IMAGE, _VIDEO, _PDF, _TEXT = "image", "video", "pdf", "text"
@@ -81,8 +81,12 @@ def load_items(
     *,
     progress: Progress | None = None,
     settings: MediaSettings = MediaSettings(),
+    on_cap: OnCap | None = None,
 ) -> Iterator[Item]:
-    """Items of one file; raises IngestError (eagerly) when the file cannot be read at all."""
+    """Items of one file; raises IngestError (eagerly) when the file cannot be read at all.
+
+    A file over one of the settings' caps gives only its first pages / chunks / minutes, and
+    `on_cap` is told which part (a sentence for the user) before the first item."""
     path = Path(path)
     if not path.is_file():
         raise IngestError(path, "file not found" if not path.exists() else "not a regular file")
@@ -94,7 +98,7 @@ def load_items(
         raise IngestError(path, f"unsupported file type {path.suffix or '(no extension)'!s}; supported: {supported}")
     module_name, function_name = _LOADERS[kind].split(":")
     loader = getattr(importlib.import_module(f"freeret_rag.media.{module_name}"), function_name)
-    return loader(path, doc_id, Path(asset_dir), progress, settings)
+    return loader(path, doc_id, Path(asset_dir), progress, settings, on_cap or (lambda note: None))
 
 
 __all__ = ["SUPPORTED_EXTENSIONS", "IngestError", "MediaSettings", "kind_for_path", "load_items", "sniff"]

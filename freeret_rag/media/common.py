@@ -14,9 +14,11 @@ from typing import Callable, Iterable, Iterator, TypeVar
 from PIL import Image
 
 from freeret_rag.errors import IngestError
+from freeret_rag.settings import MAX_CHUNKS, MAX_PAGES, MAX_VIDEO_MINUTES
 
 Progress = Callable[[int, int], None]
 T = TypeVar("T")
+OnCap = Callable[[str], None]  # told, once, what part of a file over a cap is indexed
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class MediaSettings:
       a long video to 480 frames by lengthening segments, so no part of the video is dropped.
     - text_chunk_chars 800 / overlap 150: a few paragraphs per chunk (~200 tokens), fits any
       embedder's window; the overlap keeps a sentence cut at a boundary findable.
+    - max_pages / max_chunks / max_video_minutes (settings.py, 0: no cap): over a cap only the
+      first pages / chunks / minutes are read, and the loader says so through `on_cap`.
     """
 
     pdf_max_side: int = 1280
@@ -46,6 +50,9 @@ class MediaSettings:
     text_chunk_chars: int = 800
     text_overlap_chars: int = 150
     ocr: str = "auto"  # read PDF pages by OCR: "auto" those without a text layer, "on" every page, "off" none
+    max_pages: int = MAX_PAGES
+    max_chunks: int = MAX_CHUNKS
+    max_video_minutes: float = MAX_VIDEO_MINUTES
 
     def __post_init__(self) -> None:
         if not 0 <= self.text_overlap_chars < self.text_chunk_chars:
@@ -54,6 +61,21 @@ class MediaSettings:
             raise ValueError("video segments need a positive length, >= 1 frame and >= 1 segment")
         if self.ocr not in ("auto", "on", "off"):
             raise ValueError(f"ocr must be auto, on or off, got {self.ocr!r}")
+        if min(self.max_pages, self.max_chunks, self.max_video_minutes) < 0:
+            raise ValueError("caps are 0 (none) or positive")
+
+
+def capped(total: int | float, cap: int | float) -> int | float:
+    """How much of `total` a cap lets through (a cap of 0 lets everything through)."""
+    return min(total, cap) if cap else total
+
+
+def cap_note(kept: int | float, total: int | float, unit: str, flag: str) -> str:
+    """What a user reads about a file over a cap: "indexed the first 500 of 4,096 pages (cap --max-pages)"."""
+    def number(value: int | float) -> str:
+        return f"{value:,}" if float(value).is_integer() else f"{value:,.1f}"
+
+    return f"indexed the first {number(kept)} of {number(total)} {unit} (cap {flag})"
 
 
 def asset_folder(asset_dir: Path, doc_id: str) -> Path:
@@ -115,8 +137,11 @@ def report(progress: Progress | None, done: int, total: int) -> None:
 __all__ = [
     "IngestError",
     "MediaSettings",
+    "OnCap",
     "Progress",
     "asset_folder",
+    "cap_note",
+    "capped",
     "item_id",
     "report",
     "save_image",

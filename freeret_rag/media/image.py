@@ -17,6 +17,7 @@ from freeret_rag.items import Item
 from freeret_rag.media.common import (
     IngestError,
     MediaSettings,
+    OnCap,
     Progress,
     asset_folder,
     item_id,
@@ -87,7 +88,8 @@ def read_svg(path: Path, settings: MediaSettings) -> Image.Image:
 
 
 def load_image(
-    path: Path, doc_id: str, asset_dir: Path, progress: Progress | None, settings: MediaSettings
+    path: Path, doc_id: str, asset_dir: Path, progress: Progress | None, settings: MediaSettings,
+    on_cap: OnCap | None = None,
 ) -> Iterator[Item]:
     image = read_svg(path, settings) if is_svg(path) else read_raster(path, settings)
     folder = asset_folder(asset_dir, doc_id)

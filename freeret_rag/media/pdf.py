@@ -21,8 +21,11 @@ from freeret_rag.items import Item
 from freeret_rag.media.common import (
     IngestError,
     MediaSettings,
+    OnCap,
     Progress,
     asset_folder,
+    cap_note,
+    capped,
     item_id,
     report,
     save_image,
@@ -67,22 +70,27 @@ def render_zoom(page: pymupdf.Page, settings: MediaSettings) -> float:
 
 
 def load_pdf(
-    path: Path, doc_id: str, asset_dir: Path, progress: Progress | None, settings: MediaSettings
+    path: Path, doc_id: str, asset_dir: Path, progress: Progress | None, settings: MediaSettings,
+    on_cap: OnCap | None = None,
 ) -> Iterator[Item]:
     doc = open_pdf(path)  # eager: file-level errors surface at call time
-    return _pages(doc, path, doc_id, asset_dir, progress, settings)
+    total = capped(doc.page_count, settings.max_pages)
+    if total < doc.page_count and on_cap is not None:
+        on_cap(cap_note(total, doc.page_count, "pages", "--max-pages"))
+    return _pages(doc, total, path, doc_id, asset_dir, progress, settings)
 
 
 def _pages(
     doc: pymupdf.Document,
+    total: int,
     path: Path,
     doc_id: str,
     asset_dir: Path,
     progress: Progress | None,
     settings: MediaSettings,
 ) -> Iterator[Item]:
+    """The first `total` pages."""
     folder = asset_folder(asset_dir, doc_id)
-    total = doc.page_count
     produced = 0
     ocr = settings.ocr
     with doc:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from freeret_rag.items import Item
-from freeret_rag.media.common import IngestError, MediaSettings, Progress, item_id, report
+from freeret_rag.media.common import IngestError, MediaSettings, OnCap, Progress, cap_note, capped, item_id, report
 
 _BOMS = (  # UTF-32 first: its little-endian BOM starts with UTF-16's
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -115,13 +115,17 @@ def chunk_text(text: str, size: int, overlap: int) -> list[str]:
 
 
 def load_text(
-    path: Path, doc_id: str, asset_dir: Path, progress: Progress | None, settings: MediaSettings
+    path: Path, doc_id: str, asset_dir: Path, progress: Progress | None, settings: MediaSettings,
+    on_cap: OnCap | None = None,
 ) -> Iterator[Item]:
     text = normalize(decode_text(path.read_bytes(), path))
     if not text:
         raise IngestError(path, "empty file")
     chunks = chunk_text(text, settings.text_chunk_chars, settings.text_overlap_chars)
-    return _items(chunks, path, doc_id, progress)
+    kept = capped(len(chunks), settings.max_chunks)
+    if kept < len(chunks) and on_cap is not None:
+        on_cap(cap_note(kept, len(chunks), "chunks", "--max-chunks"))
+    return _items(chunks[:kept], path, doc_id, progress)
 
 
 def _items(chunks: list[str], path: Path, doc_id: str, progress: Progress | None) -> Iterator[Item]:

@@ -18,8 +18,11 @@ from freeret_rag.items import Item
 from freeret_rag.media.common import (
     IngestError,
     MediaSettings,
+    OnCap,
     Progress,
     asset_folder,
+    cap_note,
+    capped,
     item_id,
     report,
     save_image,
@@ -69,26 +72,33 @@ def open_video(path: Path) -> tuple[Any, float, int]:
 
 
 def load_video(
-    path: Path, doc_id: str, asset_dir: Path, progress: Progress | None, settings: MediaSettings
+    path: Path, doc_id: str, asset_dir: Path, progress: Progress | None, settings: MediaSettings,
+    on_cap: OnCap | None = None,
 ) -> Iterator[Item]:
     reader, fps, frame_count = open_video(path)  # eager: file-level errors surface at call time
-    return _segments(reader, fps, frame_count, path, doc_id, asset_dir, progress, settings)
+    minutes = frame_count / fps / 60
+    kept = capped(minutes, settings.max_video_minutes)
+    if kept < minutes and on_cap is not None:
+        on_cap(cap_note(kept, round(minutes, 1), "minutes", "--max-video-minutes"))
+    return _segments(reader, fps, frame_count, kept * 60, path, doc_id, asset_dir, progress, settings)
 
 
 def _segments(
     reader: Any,
     fps: float,
     frame_count: int,
+    seconds: float,
     path: Path,
     doc_id: str,
     asset_dir: Path,
     progress: Progress | None,
     settings: MediaSettings,
 ) -> Iterator[Item]:
+    """Segments of the first `seconds` of the video."""
     import decord
 
     folder = asset_folder(asset_dir, doc_id)
-    spans = plan_segments(frame_count / fps, settings)
+    spans = plan_segments(seconds, settings)
     produced = 0
     for number, (start, end) in enumerate(spans):
         indices = frame_indices(start, end, fps, frame_count, settings.video_frames_per_segment)

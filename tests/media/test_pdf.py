@@ -122,3 +122,17 @@ def test_valid_pdf_without_pages_says_so_not_corrupt(write, assets: Path) -> Non
     with pytest.raises(IngestError, match="has no pages") as refused:
         load_items(empty, "empty", assets)
     assert "corrupt" not in refused.value.reason
+
+
+@pytest.mark.parametrize("cap", [5, 17, 0])
+def test_a_pdf_over_the_page_cap_gives_its_first_pages_and_says_so(sample, assets: Path, cap: int) -> None:
+    path = sample("shared-mime-info-spec.pdf")
+    with pymupdf.open(path) as doc:  # the page count, read by MuPDF itself
+        pages = doc.page_count
+    notes: list[str] = []
+    items = list(load_items(path, "capped", assets, settings=MediaSettings(max_pages=cap), on_cap=notes.append))
+    kept = cap if 0 < cap < pages else pages
+    assert [item.page for item in items] == list(range(1, kept + 1))
+    assert notes == ([f"indexed the first {cap} of {pages} pages (cap --max-pages)"] if kept < pages else [])
+    assert sorted(p.name for p in (assets / "capped").glob("page*_thumb.jpg")) == [
+        f"page{n:04d}_thumb.jpg" for n in range(1, kept + 1)]  # pages past the cap are not even rendered

@@ -90,3 +90,14 @@ def test_binary_junk_named_txt_is_refused(write, assets: Path, data: bytes) -> N
 def test_text_like_formats(write, assets: Path, name: str) -> None:
     items = load(write(name, b'{"flower": "yellow", "insect": "ladybird"}\n'), assets)
     assert "ladybird" in items[0].text and items[0].source == name
+
+
+def test_a_text_over_the_chunk_cap_gives_its_first_chunks_and_says_so(write, assets: Path) -> None:
+    path = write("essay.md", ESSAY.encode())
+    everything = load(path, assets, settings=MediaSettings(max_chunks=0))
+    notes: list[str] = []
+    capped = load(path, assets, settings=MediaSettings(max_chunks=3), on_cap=notes.append)
+    assert len(everything) > 3 and [item.text for item in capped] == [item.text for item in everything[:3]]
+    assert notes == [f"indexed the first 3 of {len(everything)} chunks (cap --max-chunks)"]
+    assert len(load(path, assets, settings=MediaSettings(max_chunks=len(everything)), on_cap=notes.append)) \
+        == len(everything) and len(notes) == 1  # at the cap exactly: all of it, nothing said

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,18 @@ def test_truncated_mp4_is_refused(sample, write, assets: Path, keep: float) -> N
 def test_video_with_unicode_name(sample, assets: Path) -> None:
     items = list(load_items(sample(VIDEO, "Natur Szenen ü 🎥.mp4"), "uni", assets))
     assert items[0].source == "Natur Szenen ü 🎥.mp4"
+
+
+def test_a_video_over_the_minutes_cap_gives_its_first_minutes_and_says_so(sample, assets: Path) -> None:
+    import decord
+
+    reader = decord.VideoReader(str(sample(VIDEO)))
+    minutes = len(reader) / reader.get_avg_fps() / 60  # 9 s, by decord itself
+    notes: list[str] = []
+    settings = MediaSettings(video_segment_s=3.0, max_video_minutes=0.1)  # the first 6 s
+    items = list(load_items(sample(VIDEO), "vid", assets, settings=settings, on_cap=notes.append))
+    assert [(item.t_start, item.t_end) for item in items] == [(0.0, 3.0), (3.0, 6.0)]
+    assert notes == [f"indexed the first 0.1 of {round(minutes, 1)} minutes (cap --max-video-minutes)"]
+    uncapped = list(load_items(sample(VIDEO), "all", assets, settings=replace(settings, max_video_minutes=0),
+                               on_cap=notes.append))
+    assert uncapped[-1].t_end == 9.0 and len(notes) == 1

@@ -313,9 +313,17 @@ def test_blocks_wiring_queue_and_launch_options(make_app):
     config = demo.get_config_file()
     endpoints = {dep.get("api_name"): dep for dep in config["dependencies"] if dep.get("api_name")}
     assert {"chat", "add_files", "documents", "delete"} <= set(endpoints)
-    for name in ("chat", "add_files", "delete"):
-        fn = demo.fns[endpoints[name]["id"]]
-        assert (fn.concurrency_id, fn.concurrency_limit) == ("model", 1)
+    slots = {name: (demo.fns[endpoints[name]["id"]].concurrency_id, demo.fns[endpoints[name]["id"]].concurrency_limit)
+             for name in ("chat", "add_files", "delete")}
+    # Answers take turns among themselves; library writes too, in a slot of their own, so that a long
+    # upload never holds a question back (the model lock serves it between batches).
+    assert slots == {"chat": ("model", 1), "add_files": ("library", 1), "delete": ("library", 1)}
+    uploads = [fn for fn in demo.fns.values() if fn.name == "run_ingest"]
+    assert len(uploads) == 2 and {(fn.concurrency_id, fn.concurrency_limit) for fn in uploads} == {("library", 1)}
+    [stop] = [block._id for block in demo.blocks.values() if getattr(block, "elem_id", None) == "fr-stop"]
+    cancelling = {(target, tuple(sorted(fn.cancels))) for fn in demo.fns.values() if fn.cancels
+                  for target, _ in fn.targets}
+    assert cancelling == {(stop, tuple(sorted(fn._id for fn in uploads)))}  # the Stop button cancels both uploads
     options = launch_options(app.config)
     assert options["share"] is False and options["auth"] is None and options["ssr_mode"] is False
     assert options["max_file_size"] == 200 * 1024**2

@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 
 from freeret_rag.errors import IngestError
 from freeret_rag.library import AddReport, Progress, Skipped
-from freeret_rag.ui_uploads import ingest_files, keep_upload, reindex_library, upload_problem
+from freeret_rag.ui_uploads import ingest_files, keep_upload, outcome, reindex_library, upload_problem
 
 
 def test_keep_upload_copies_once_per_content(tmp_path):
@@ -46,7 +47,7 @@ class FakeLibrary:
     def __init__(self, outcome, pages: int = 3) -> None:
         self.outcome, self.pages, self.threads, self.added = outcome, pages, set(), []
 
-    def add(self, paths, progress=None):
+    def add(self, paths, progress=None, cancel=None):
         self.threads.add(threading.get_ident())
         self.added += list(paths)
         for done in range(1, self.pages + 1):
@@ -114,3 +115,27 @@ def test_reindex_progress_per_document(tmp_path):
 
     assert [(s.name, s.state, s.message) for s in list(reindex_library(Broken()))[-1].files] == [
         ("re-index", "failed", "the index is locked")]
+
+
+def test_closing_the_progress_stream_cancels_the_indexing_and_a_cancel_is_reported(tmp_path):
+    note = tmp_path / "note.txt"
+    note.write_text("water the roses")
+    told: list[bool] = []
+
+    class SlowLibrary:
+        def add(self, paths, progress=None, cancel=None):
+            progress(Progress("item", str(paths[0]), 1, 1, 1, 10))
+            told.append(cancel.wait(timeout=20))  # indexing goes on until the reader has gone
+            return AddReport(cancelled=[Skipped(str(paths[0]), "cancelled after 1 item(s)")])
+
+    stream = ingest_files(SlowLibrary(), [str(note)], tmp_path / "kept", 1 << 20, True)
+    states = [next(stream).files[0].state for _ in range(3)]  # waiting, indexing, 1 of 10
+    assert states == ["waiting", "indexing", "indexing"]
+    stream.close()  # what Gradio does to a cancelled event (Stop button, a client's cancel)
+    deadline = time.monotonic() + 60
+    while not told:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert told == [True]
+    assert outcome(AddReport(cancelled=[Skipped(str(note), "cancelled after 1 item(s)")])) == (
+        "cancelled", 0, "cancelled after 1 item(s)")
