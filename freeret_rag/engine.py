@@ -177,6 +177,7 @@ class FreeRet:
         self.settings = settings
         self._lock = ModelLock()
         self._queries: OrderedDict[tuple, tuple[np.ndarray, Any]] = OrderedDict()
+        self._queries_lock = threading.Lock()  # not the model's: a cached query never waits for a batch
         self._pair_seconds: float | None = None  # measured rerank cost per pair (moving average)
         self._bytes_per_item: float | None = None  # measured GPU memory per embedded item
 
@@ -312,14 +313,14 @@ class FreeRet:
     def _cached_query(self, query: Query | str, words: int, compute) -> tuple[np.ndarray, Any]:
         """A query's (vector, words) from the cache, or computed and kept (least recently used out)."""
         key = self._query_key(query, words)
-        with self._lock:
+        with self._queries_lock:
             if key in self._queries:
                 self._queries.move_to_end(key)
                 vector, found = self._queries[key]
                 return vector.copy(), list(found)
         result = compute()
         if self.settings.query_cache > 0:
-            with self._lock:
+            with self._queries_lock:
                 self._queries[key] = (result[0].copy(), list(result[1]))
                 while len(self._queries) > self.settings.query_cache:
                     self._queries.popitem(last=False)
