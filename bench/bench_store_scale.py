@@ -107,6 +107,7 @@ def baseline_store_class(ref: str):
     spec = importlib.util.spec_from_loader("freeret_rag._store_baseline", loader=None)
     module = importlib.util.module_from_spec(spec)
     module.__package__ = "freeret_rag"
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     exec(compile(source, f"{ref}:freeret_rag/store.py", "exec"), module.__dict__)  # noqa: S102
     return module.Store
 
@@ -139,7 +140,7 @@ def measure(folder: Path, dim: int, variant: str, queries: int, ref: str) -> dic
     opened = time.perf_counter() - started
     if variant == "cold":
         started = time.perf_counter()
-        store.persist()
+        store.persist(stamp=True)  # a library built outside the app has no generation yet
         opened_save = time.perf_counter() - started
     rng = np.random.default_rng(7)
     words, p = vocabulary(np.random.default_rng(0))

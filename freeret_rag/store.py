@@ -30,9 +30,10 @@ import bm25s
 import numpy as np
 from scipy import sparse
 
-from .fusion import CHANNELS, PLAIN, RRF_K, Weights, fuse, rrf  # noqa: F401  (rrf re-exported)
+from .fusion import CHANNELS, PLAIN, RRF_K, Weights, fuse, ordered, rrf  # noqa: F401  (rrf re-exported)
 from .items import Hit, Item, ItemKind
 
+log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
 
 COLLECTION_PREFIX = "freeret-"
@@ -379,7 +380,7 @@ class Store:
                 lexical, words = ({field: saved[f"{prefix}.{field}"] for field in _STATE_FIELDS}
                                   for prefix in ("lexical", "words"))
                 docs = json.loads(str(saved["docs"]))
-        except (OSError, ValueError, KeyError) as error:
+        except Exception as error:  # noqa: BLE001 - a cache: anything unreadable means rebuild
             log.warning("ignoring an unreadable saved lexical index %s: %s", path, error)
             return False
         self.lexical, self.words = LexicalIndex.from_state(lexical), LexicalIndex.from_state(words)
@@ -618,40 +619,47 @@ class Store:
         described = self.lexical.describe(item_id)
         return described[0] if described else ""
 
+    def _scored(self, vector: np.ndarray | None, text: str, n: int, kinds: Sequence[ItemKind] | None,
+                doc_ids: Sequence[str] | None, query_words: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
+        """Each channel's top-n (item_id, score), best first, from the indexes alone (no item read)."""
+        return {"dense": self._dense(vector, n, kinds, doc_ids) if vector is not None else [],
+                "lexical": self.lexical.search(text, n, kinds, doc_ids),
+                "words": self.words.search(" ".join([text, *query_words]), n, kinds, doc_ids) if len(self.words)
+                else []}
+
+    def _hits(self, item_ids: Sequence[str], scored: dict[str, list[tuple[str, float]]]) -> dict[str, Hit]:
+        """Hits for these ids (those still complete in Chroma), with their dense and lexical scores."""
+        items = self._fetch(item_ids)
+        dense, lexical = dict(scored["dense"]), dict(scored["lexical"])
+        return {item_id: Hit(items[item_id], dense_score=dense.get(item_id), lexical_score=lexical.get(item_id))
+                for item_id in item_ids if item_id in items}
+
     def channels(self, vector: np.ndarray | None, text: str, n: int, kinds: Sequence[ItemKind] | None = None,
                  doc_ids: Sequence[str] | None = None, query_words: Sequence[str] = (),
                  ) -> tuple[dict[str, list[str]], dict[str, Hit]]:
         """The first-stage rankings, each best first and up to n deep: "dense" (cosine), "lexical"
         (BM25 over text and file name) and "words" (BM25 over the items' own model words, queried
         with the query's text and its model words); and the hits they found, with their scores."""
-        dense = self._dense(vector, n, kinds, doc_ids) if vector is not None else []
-        lexical = self.lexical.search(text, n, kinds, doc_ids)
-        words = self.words.search(" ".join([text, *query_words]), n, kinds, doc_ids) if len(self.words) else []
-        items = self._fetch(list(dict.fromkeys(item_id for item_id, _ in dense + lexical + words)))
-        hits = {item_id: Hit(items[item_id], dense_score=score) for item_id, score in dense if item_id in items}
-        rankings = {"dense": list(hits)}
-        rankings["lexical"] = [item_id for item_id, _ in lexical if item_id in items]
-        rankings["words"] = [item_id for item_id, _ in words if item_id in items]
-        for item_id, _ in lexical + words:
-            if item_id not in hits and item_id in items:
-                hits[item_id] = Hit(items[item_id])
-        for item_id, score in lexical:
-            if item_id in hits:
-                hits[item_id].lexical_score = score
-        return rankings, hits
+        scored = self._scored(vector, text, n, kinds, doc_ids, query_words)
+        hits = self._hits(list(dict.fromkeys(item_id for pairs in scored.values() for item_id, _ in pairs)), scored)
+        return {channel: [item_id for item_id, _ in pairs if item_id in hits] for channel, pairs in scored.items()}, hits
 
     def search(self, vector: np.ndarray | None, text: str, n: int, kinds: Sequence[ItemKind] | None = None,
                doc_ids: Sequence[str] | None = None, weights: Weights | tuple[float, float] | dict[str, Weights] = PLAIN,
                query_words: Sequence[str] = ()) -> list[Hit]:
-        """Hybrid first stage: the channels' top-n fused by weighted RRF, best first.
+        """Hybrid first stage: the channels' top-n fused by weighted RRF, best first, n at most (only
+        those are read from Chroma).
 
         `weights` is one (dense, lexical[, words]) triple or a mapping kind -> triple ("*": default).
         """
-        rankings, hits = self.channels(vector, text, n, kinds, doc_ids, query_words)
-        fused = fuse(rankings, as_weight_map(weights), self.kind_of)
-        for item_id, hit in hits.items():
-            hit.fused_score = fused.get(item_id, 0.0)
-        return sorted(hits.values(), key=lambda hit: hit.fused_score, reverse=True)
+        scored = self._scored(vector, text, n, kinds, doc_ids, query_words)
+        fused = fuse({channel: [item_id for item_id, _ in pairs] for channel, pairs in scored.items()},
+                     as_weight_map(weights), self.kind_of)
+        top = ordered(fused)[:n]
+        hits = self._hits(top, scored)
+        for hit in hits.values():
+            hit.fused_score = fused[hit.item.item_id]
+        return [hits[item_id] for item_id in top if item_id in hits]
 
 
 def as_weight_map(weights: Weights | tuple[float, float] | dict[str, Weights]) -> dict[str, Weights]:
