@@ -265,7 +265,7 @@ def test_lexical_scores_equal_brute_force_and_bm25s_through_adds_and_removals():
         index.add((i, text, "text", doc) for i, (text, doc) in batch.items())
         texts.update({i: text for i, (text, _) in batch.items()})
         if round_ == 2:
-            replaced = next(iter(texts))
+            replaced = list(texts)[-13]  # merged in the round before, and kept
             texts[replaced] = "omega omega omega " + texts[replaced]
             index.add([(replaced, texts[replaced], "text", replaced.split(":")[0])])
             gone = {i.split(":")[0] for i in list(texts)[:8]}
