@@ -22,6 +22,7 @@ import uuid
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import urlparse
@@ -150,6 +151,11 @@ class _Snapshot:
     docs: np.ndarray
     norm: np.ndarray  # K1 * (1 - B + B * length / mean length), per item
 
+    @cached_property
+    def row_of(self) -> dict[str, int]:
+        """item_id -> row, built on first use (a loaded index may never need it)."""
+        return {item_id: row for row, item_id in enumerate(self.ids.tolist())}
+
     @classmethod
     def of(cls, vocab, counts, lengths, ids, kinds, docs) -> "_Snapshot":
         mean = float(lengths.sum()) / len(lengths) if len(lengths) else 1.0
@@ -170,7 +176,6 @@ class LexicalIndex:
         self._removed: set[str] = set()  # documents to drop at the next merge
         self._snapshot = _Snapshot.of({}, sparse.csc_matrix((0, 0), dtype=np.float32), np.zeros(0, np.float32),
                                       np.array([], str), np.array([], str), np.array([], str))
-        self._rows: dict[str, int] | None = {}  # item_id -> row of the snapshot (built lazily after a load)
 
     def __len__(self) -> int:
         return len(self._current().ids)
@@ -191,7 +196,7 @@ class LexicalIndex:
         with self._lock:
             if self._pending or self._removed:
                 self._snapshot = self._merge(self._snapshot)
-                self._pending, self._removed, self._rows = {}, set(), None
+                self._pending, self._removed = {}, set()
             return self._snapshot
 
     def _merge(self, old: _Snapshot) -> _Snapshot:
@@ -219,17 +224,10 @@ class LexicalIndex:
                             np.concatenate([old.ids[keep], np.array(ids, str)]) if ids else old.ids[keep],
                             column(old.kinds, 1), column(old.docs, 2))
 
-    def _row_of(self) -> dict[str, int]:
-        with self._lock:
-            snapshot = self._snapshot
-            if self._rows is None:
-                self._rows = {item_id: row for row, item_id in enumerate(snapshot.ids.tolist())}
-            return self._rows
-
     def describe(self, item_id: str) -> tuple[str, str] | None:
         """(kind, doc_id) of an indexed item, or None."""
         snapshot = self._current()
-        row = self._row_of().get(item_id)
+        row = snapshot.row_of.get(item_id)
         return (str(snapshot.kinds[row]), str(snapshot.docs[row])) if row is not None else None
 
     def rows(self, kinds: Sequence[str] | None = None, doc_ids: Sequence[str] | None = None) -> np.ndarray:
@@ -290,7 +288,6 @@ class LexicalIndex:
         counts = sparse.csc_matrix((state["data"], state["indices"], state["indptr"]),
                                    shape=(len(state["ids"]), len(vocab)))
         index._snapshot = _Snapshot.of(vocab, counts, state["lengths"], state["ids"], state["kinds"], state["docs"])
-        index._rows = None
         return index
 
 
