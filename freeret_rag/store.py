@@ -158,8 +158,9 @@ class _Snapshot:
 
     @classmethod
     def of(cls, vocab, counts, lengths, ids, kinds, docs) -> "_Snapshot":
-        mean = float(lengths.sum()) / len(lengths) if len(lengths) else 1.0
-        norm = K1 * (1 - B + B * lengths / (mean or 1.0))
+        lengths64 = lengths.astype(np.float64)  # whole numbers: their float64 sum is exact in any order
+        mean = float(lengths64.sum()) / len(lengths) if len(lengths) else 1.0
+        norm = K1 * (1 - B + B * lengths64 / (mean or 1.0))
         return cls(vocab, counts, lengths, ids, kinds, docs, norm)
 
 
