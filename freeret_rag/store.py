@@ -21,7 +21,7 @@ import threading
 import uuid
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -150,6 +150,18 @@ class _Snapshot:
     kinds: np.ndarray
     docs: np.ndarray
     norm: np.ndarray  # K1 * (1 - B + B * length / mean length), per item
+    _weights: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, compare=False, repr=False)
+
+    def term(self, column: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, BM25 weight of the term in each row) for one term, computed on first use."""
+        found = self._weights.get(column)
+        if found is None:
+            start, end = self.counts.indptr[column], self.counts.indptr[column + 1]
+            rows, tf = self.counts.indices[start:end], self.counts.data[start:end].astype(np.float64)
+            df = end - start
+            found = (rows, math.log(1 + (len(self.ids) - df + 0.5) / (df + 0.5)) * tf / (tf + self.norm[rows]))
+            self._weights[column] = found
+        return found
 
     @cached_property
     def row_of(self) -> dict[str, int]:
@@ -256,16 +268,10 @@ class LexicalIndex:
         if not len(snapshot.ids) or not text.strip():
             return []
         columns = [snapshot.vocab[t] for t in _tokenize([text])[0] if t in snapshot.vocab]
-        total = len(snapshot.ids)
-        indptr, indices, data = snapshot.counts.indptr, snapshot.counts.indices, snapshot.counts.data
-        scores = np.zeros(total, np.float64)
+        scores = np.zeros(len(snapshot.ids), np.float64)
         for column in columns:
-            start, end = indptr[column], indptr[column + 1]
-            if start == end:
-                continue
-            rows, tf = indices[start:end], data[start:end].astype(np.float64)
-            df = end - start
-            scores[rows] += math.log(1 + (total - df + 0.5) / (df + 0.5)) * tf / (tf + snapshot.norm[rows])
+            rows, weights = snapshot.term(column)
+            scores[rows] += weights
         if kinds or doc_ids:
             scores[~self.rows(kinds, doc_ids)] = 0.0
         found = np.flatnonzero(scores > 0)
