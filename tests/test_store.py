@@ -394,3 +394,22 @@ def test_an_unreadable_or_foreign_save_is_ignored(client, tmp_path):
     reopened = Store(client, "tiny/model", "p1", cache_dir=cache)
     assert reopened.unsaved
     assert_matches_brute_force(reopened, client)
+
+
+def test_an_index_without_a_generation_is_saved_only_when_stamped(client, tmp_path, monkeypatch):
+    """An index written by an older version has no generation: opening never writes one (nor saves),
+    a writer stamps one and saves, and the next opening loads what it saved."""
+    from freeret_rag.store import GENERATION
+
+    cache = tmp_path / "lexical"
+    fill(Store(client, "tiny/model", "p1"), np.random.default_rng(9), range(4))
+    old = Store(client, "tiny/model", "p1")
+    old.collection.modify(metadata={k: v for k, v in old._stored_meta().items() if k != GENERATION})
+    opened = Store(client, "tiny/model", "p1", cache_dir=cache)
+    assert opened.generation is None and opened.persist() is False and not cache.exists()
+    assert GENERATION not in opened._stored_meta()
+    assert opened.persist(stamp=True) and opened._stored_meta()[GENERATION] == opened.generation
+    with monkeypatch.context() as patched:
+        patched.setattr(Store, "_get", lambda *args: pytest.fail("read the items back instead of loading"))
+        reopened = Store(client, "tiny/model", "p1", cache_dir=cache)
+    assert_matches_brute_force(reopened, client)
