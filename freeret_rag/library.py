@@ -313,7 +313,7 @@ class Library:
         if self.mismatch and not allow_mismatch:
             raise IndexMismatchError(self.mismatch)
         status = "building" if self.mismatch else "active"
-        self.store = Store(self.client, model_id, prompt_version, status=status)
+        self.store = self._open_store(model_id, prompt_version, status)
         if self.store.status != status:  # collection metadata only: no lock, nothing is deleted
             self.store.set_status(status)
 
@@ -349,16 +349,33 @@ class Library:
                 self._recover()
                 self._recovered = True
             yield
+            self._persist(stamp=True)
 
     def _reopen(self) -> None:
         """Another process wrote: a fresh client and a fresh view of the index (see store.connect)."""
         log.info("%s changed in another process: reloading the index", self.location)
         if self.chroma_url is None:
             self.client = connect(self.data_dir, fresh=True)
-        self.store = Store(self.client, self.store.model_id, self.store.prompt_version, status=self.store.status)
+        self.store = self._open_store(self.store.model_id, self.store.prompt_version, self.store.status)
         self.others = [i for i in list_indexes(self.client) if i.name != self.store.name and i.count]
         self._checked = None  # the self-check may have been re-measured there too
         self._waiting = None
+
+    def _open_store(self, model_id: str, prompt_version: str, status: str) -> Store:
+        """The store, with its lexical index loaded from `lexical/` when saved for the index's current
+        generation, else rebuilt from Chroma and saved there (a cache file: the index is unchanged)."""
+        store = Store(self.client, model_id, prompt_version, status=status, cache_dir=self.data_dir / "lexical")
+        self._persist(store)
+        return store
+
+    def _persist(self, store: Store | None = None, stamp: bool = False) -> None:
+        """Save the store's lexical index for its generation (see Store.persist); `stamp` (under the
+        writer lock) gives an index from an older version its first generation. A failure only
+        costs the next opening a rebuild."""
+        try:
+            (store or self.store).persist(stamp=stamp)
+        except Exception:  # noqa: BLE001 - a cache: never fail a write or an opening for it
+            log.warning("could not save the lexical index of %s", self.location, exc_info=True)
 
     def _writer_dead(self, writer: str | None) -> bool:
         """Whether the writer of pending items is certainly dead (called while holding the lock).
@@ -458,7 +475,7 @@ class Library:
         started = time.perf_counter()
         report = AddReport()
         files: list[Path] = []
-        own = [self.assets, self.data_dir / "chroma"]  # never index the index itself
+        own = [self.assets, self.data_dir / "chroma", self.data_dir / "lexical"]  # never index the index itself
         for entry in iter_files([paths] if isinstance(paths, (str, Path)) else paths, own):
             (report.skipped if isinstance(entry, Skipped) else files).append(entry)
         emit = progress or (lambda event: None)

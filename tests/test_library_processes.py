@@ -358,3 +358,28 @@ def test_a_document_deleted_by_another_process_is_never_found(tmp_path, src):
     assert other.returncode == 0, other.stderr
     assert library.search("pond pump", k=5, rerank=False) == []  # the running process re-reads first
     assert library.documents() == []
+
+
+def test_refresh_loads_the_lexical_index_the_other_process_saved(tmp_path, src, monkeypatch):
+    """The other process saves its lexical index for the generation it wrote; a refresh loads it
+    (reads no item back from Chroma) and ranks as BM25 computed by brute force over Chroma's items."""
+    from test_store import assert_same_ranking, bm25_brute_force
+
+    from freeret_rag.store import Store, lexical_text
+
+    data = tmp_path / "data"
+    note = tmp_path / "note.txt"
+    note.write_text("a small note about wallpaper\n")
+    library = Library(FakeEngine(), data)
+    library.add([note])
+    other = child(tmp_path, data, "add", "-", 0, src / README, src / PDF)
+    assert other.communicate(timeout=300) and other.returncode == 0
+    with monkeypatch.context() as patched:
+        patched.setattr(Store, "_get", lambda *args: pytest.fail("read every item back instead of loading"))
+        assert library.refresh() is True
+    assert not library.store.unsaved
+    got = library.store.collection.get(where={"complete": True}, include=["metadatas", "documents"])
+    texts = {i: lexical_text(m["source"], d) for i, m, d in zip(got["ids"], got["metadatas"], got["documents"])}
+    assert len(library.store) == len(texts) and {doc.source for doc in library.documents()} == {"note.txt", README, PDF}
+    for query in ("wallpaper backgrounds", "mime type glob", "note", "shared mime info spec"):
+        assert_same_ranking(library.store.lexical.search(query, 20), bm25_brute_force(texts, query)[:20])

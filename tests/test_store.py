@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -227,3 +228,203 @@ def test_a_recent_pending_only_document_is_kept_for_a_resume_and_an_old_one_purg
     assert reopened.pending_items("recent").keys() == {"recent:0", "recent:1"}
     assert reopened.documents() == []  # kept, yet invisible
     assert reopened.purge_incomplete() == {"recent"}  # no keep period: purged like any half document
+
+
+# -- the lexical index: BM25 by brute force, saved per generation, reopened ------------------------------
+
+def bm25_brute_force(texts: dict[str, str], query: str, k1: float = 1.5, b: float = 0.75) -> list[tuple[str, float]]:
+    """BM25 (Lucene idf, bm25s's defaults) term by term over bm25s's own tokens: (item_id, score) best
+    first, ties by item id, zero scores left out."""
+    import bm25s
+
+    tokens = {item_id: bm25s.tokenize([text], stopwords="en", return_ids=False, show_progress=False)[0]
+              for item_id, text in texts.items()}
+    query_tokens = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]
+    n = len(tokens)
+    mean = sum(len(t) for t in tokens.values()) / n
+    scores = {}
+    for item_id, words in tokens.items():
+        score = 0.0
+        for term in query_tokens:
+            df = sum(term in other for other in tokens.values())
+            tf = words.count(term)
+            if tf:
+                idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+                score += idf * tf / (tf + k1 * (1 - b + b * len(words) / mean))
+        if score > 0:
+            scores[item_id] = score
+    return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+def assert_same_ranking(found: list[tuple[str, float]], expected: list[tuple[str, float]]) -> None:
+    assert [i for i, _ in found] == [i for i, _ in expected]
+    assert [s for _, s in found] == pytest.approx([s for _, s in expected], rel=1e-6)
+
+
+VOCAB = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda omicron sigma tau upsilon phi chi "
+         "psi omega mime glob ladybird garden").split()
+
+
+def random_text(rng: np.random.Generator, words: int = 12) -> str:
+    return " ".join(rng.choice(VOCAB, size=words))
+
+
+def test_lexical_scores_equal_brute_force_and_bm25s_through_adds_and_removals():
+    import bm25s
+
+    rng = np.random.default_rng(3)
+    index, texts = LexicalIndex(), {}
+    for round_ in range(4):  # several merges: additions, replacements and removals in between
+        batch = {f"d{round_}-{n}:{j}": (random_text(rng, int(rng.integers(1, 20))), f"d{round_}-{n}")
+                 for n in range(3) for j in range(4)}
+        index.add((i, text, "text", doc) for i, (text, doc) in batch.items())
+        texts.update({i: text for i, (text, _) in batch.items()})
+        if round_ == 2:
+            replaced = list(texts)[-13]  # merged in the round before, and kept
+            texts[replaced] = "omega omega omega " + texts[replaced]
+            index.add([(replaced, texts[replaced], "text", replaced.split(":")[0])])
+            gone = {i.split(":")[0] for i in list(texts)[:8]}
+            index.remove_documents(gone)
+            texts = {i: t for i, t in texts.items() if i.split(":")[0] not in gone}
+        index.search("alpha", 1)  # merge now, so that later rounds update a built index
+    assert len(index) == len(texts)
+    ids = sorted(texts)
+    reference = bm25s.BM25()
+    reference.index(bm25s.tokenize([texts[i] for i in ids], stopwords="en", return_ids=False, show_progress=False),
+                    show_progress=False)
+    for query in ("alpha", "omega beta beta", "mime glob garden ladybird", "kappa the of", "nothing here"):
+        expected = bm25_brute_force(texts, query)
+        assert_same_ranking(index.search(query, 100), expected)
+        assert_same_ranking(index.search(query, 5), expected[:5])
+        tokens = [t for t in bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]
+                  if t in reference.vocab_dict]
+        if tokens:  # bm25s (main's index) gives every item the same score
+            theirs = dict(zip(ids, reference.get_scores(tokens)))
+            assert [theirs[i] for i, _ in expected] == pytest.approx([s for _, s in expected], rel=1e-5)
+
+
+def fill(store: Store, rng: np.random.Generator, docs: range, kinds=("pdf_page", "image")) -> None:
+    for n in docs:
+        items = [Item(kind=kinds[n % len(kinds)], text=random_text(rng), item_id=f"doc{n}:{j}", doc_id=f"doc{n}",
+                      source=f"file_{n}.pdf", page=j + 1, words=tuple(rng.choice(VOCAB, size=3)))
+                 for j in range(int(rng.integers(1, 5)))]
+        add_doc(store, items, seed=10 * n)
+
+
+def truth(client, name: str = "tiny/model") -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """What Chroma holds as complete items: id -> lexical text, id -> model words, id -> kind."""
+    from freeret_rag.store import lexical_text
+
+    got = Store(client, name, "p1").collection.get(where={"complete": True}, include=["metadatas", "documents"])
+    lexical = {i: lexical_text(m["source"], d) for i, m, d in zip(got["ids"], got["metadatas"], got["documents"])}
+    words = {i: m["words"] for i, m in zip(got["ids"], got["metadatas"]) if m.get("words")}
+    return lexical, words, {i: m["kind"] for i, m in zip(got["ids"], got["metadatas"])}
+
+
+QUERIES = ("alpha beta", "file 3 omega", "mime glob garden", "sigma sigma tau", "ladybird")
+
+
+def assert_matches_brute_force(store: Store, client) -> None:
+    lexical, words, kinds = truth(client)
+    assert len(store) == len(lexical)
+    assert {doc.doc_id: doc.items for doc in store.documents()} == dict(Counter(i.split(":")[0] for i in lexical))
+    for query in QUERIES:
+        assert_same_ranking(store.lexical.search(query, 50), bm25_brute_force(lexical, query))
+        assert_same_ranking(store.words.search(query, 50), bm25_brute_force(words, query))
+        images = {i: t for i, t in lexical.items() if kinds[i] == "image"}
+        expected = [(i, s) for i, s in bm25_brute_force(lexical, query) if i in images]
+        assert_same_ranking(store.lexical.search(query, 50, kinds=["image"]), expected)
+
+
+def test_reopening_loads_the_saved_index_and_finds_what_a_fresh_rebuild_finds(client, tmp_path, monkeypatch):
+    rng = np.random.default_rng(5)
+    store = Store(client, "tiny/model", "p1", cache_dir=tmp_path / "lexical")
+    fill(store, rng, range(12))
+    store.delete(["doc2", "doc7"])
+    fill(store, rng, range(12, 15))
+    assert store.persist()
+    rebuilt = Store(client, "tiny/model", "p1")  # no saved state: read back from Chroma
+    assert rebuilt.unsaved
+    with monkeypatch.context() as patched:  # the saved state is loaded: opening reads no item
+        patched.setattr(Store, "_get", lambda *args: pytest.fail("read the items back instead of loading"))
+        reopened = Store(client, "tiny/model", "p1", cache_dir=tmp_path / "lexical")
+    assert not reopened.unsaved
+    for opened in (store, reopened, rebuilt):
+        assert_matches_brute_force(opened, client)
+    vector = unit(3)
+    for query in QUERIES:
+        fresh = [(h.item, h.fused_score) for h in rebuilt.search(vector, query, 8, query_words=["tau"])]
+        assert [(h.item, h.fused_score) for h in reopened.search(vector, query, 8, query_words=["tau"])] == fresh
+    assert reopened.documents() == rebuilt.documents()
+
+
+def test_a_saved_index_of_an_older_generation_is_never_used(client, tmp_path):
+    cache = tmp_path / "lexical"
+    rng = np.random.default_rng(6)
+    first = Store(client, "tiny/model", "p1", cache_dir=cache)
+    fill(first, rng, range(6))
+    assert first.persist()
+    saved = first.saved_path.read_bytes()
+    # Another process opens (from the saved state), adds and deletes, and never saves.
+    other = Store(client, "tiny/model", "p1", cache_dir=cache)
+    fill(other, rng, range(6, 9))
+    other.delete(["doc1"])
+    assert other.saved_path.read_bytes() == saved  # still the older generation's state on disk
+    assert first.persist() is False  # the first view is stale now: never saved as current
+    reopened = Store(client, "tiny/model", "p1", cache_dir=cache)
+    assert reopened.unsaved  # rebuilt from Chroma, not loaded
+    assert_matches_brute_force(reopened, client)
+    assert "doc1" not in {doc.doc_id for doc in reopened.documents()}
+    assert not any(i.startswith("doc1:") for i, _ in reopened.lexical.search(" ".join(VOCAB), 100))
+    # The first view changes Chroma too: it was stale before, so what it saves would be wrong: it does not.
+    fill(first, rng, range(9, 10))
+    assert first.persist() is False
+    assert reopened.persist() is False  # the first's change made this view stale as well
+    assert_matches_brute_force(Store(client, "tiny/model", "p1", cache_dir=cache), client)
+
+
+def test_a_change_interrupted_after_its_new_generation_is_never_served_from_the_old_save(client, tmp_path,
+                                                                                          monkeypatch):
+    cache = tmp_path / "lexical"
+    store = Store(client, "tiny/model", "p1", cache_dir=cache)
+    fill(store, np.random.default_rng(7), range(4))
+    assert store.persist()
+    # A crash in the middle of a deletion: Chroma changed, the process never updated or saved its view.
+    monkeypatch.setattr(Store, "_forget", lambda self, doc_ids: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        store.delete(["doc0"])
+    monkeypatch.undo()
+    assert store.persist() is False  # its view is not of any generation any more
+    reopened = Store(client, "tiny/model", "p1", cache_dir=cache)
+    assert reopened.unsaved and "doc0" not in {doc.doc_id for doc in reopened.documents()}
+    assert_matches_brute_force(reopened, client)
+
+
+def test_an_unreadable_or_foreign_save_is_ignored(client, tmp_path):
+    cache = tmp_path / "lexical"
+    store = Store(client, "tiny/model", "p1", cache_dir=cache)
+    fill(store, np.random.default_rng(8), range(3))
+    assert store.persist()
+    store.saved_path.write_bytes(b"not a numpy archive")
+    reopened = Store(client, "tiny/model", "p1", cache_dir=cache)
+    assert reopened.unsaved
+    assert_matches_brute_force(reopened, client)
+
+
+def test_an_index_without_a_generation_is_saved_only_when_stamped(client, tmp_path, monkeypatch):
+    """An index written by an older version has no generation: opening never writes one (nor saves),
+    a writer stamps one and saves, and the next opening loads what it saved."""
+    from freeret_rag.store import GENERATION
+
+    cache = tmp_path / "lexical"
+    fill(Store(client, "tiny/model", "p1"), np.random.default_rng(9), range(4))
+    old = Store(client, "tiny/model", "p1")
+    old.collection.modify(metadata={k: v for k, v in old._stored_meta().items() if k != GENERATION})
+    opened = Store(client, "tiny/model", "p1", cache_dir=cache)
+    assert opened.generation is None and opened.persist() is False and not cache.exists()
+    assert GENERATION not in opened._stored_meta()
+    assert opened.persist(stamp=True) and opened._stored_meta()[GENERATION] == opened.generation
+    with monkeypatch.context() as patched:
+        patched.setattr(Store, "_get", lambda *args: pytest.fail("read the items back instead of loading"))
+        reopened = Store(client, "tiny/model", "p1", cache_dir=cache)
+    assert_matches_brute_force(reopened, client)
