@@ -409,8 +409,14 @@ def build_blocks(app: FreeRetApp):
     return demo
 
 
-def launch_options(config: AppConfig) -> dict[str, Any]:
-    """Keyword arguments of `Blocks.launch` for this configuration."""
+def launch_options(config: AppConfig, serves: Any = None) -> dict[str, Any]:
+    """Keyword arguments of `Blocks.launch` for this configuration. `serves(path)`: whether a file
+    under the data folder may be served (`Library.serves`; ui_files.FileGuard answers 404 otherwise)."""
+    middleware = [login_guard()] if config.auth else []
+    if serves is not None:
+        from .ui_files import file_guard
+
+        middleware.append(file_guard([config.data_dir], serves))
     return dict(
         server_name=config.host,
         server_port=config.port,
@@ -427,8 +433,9 @@ def launch_options(config: AppConfig) -> dict[str, Any]:
         mcp_server=False,
         pwa=False,
         footer_links=["api"],
-        # Failed sign-ins slowed, then refused per client; the login page without the API description.
-        app_kwargs={"middleware": [login_guard()]} if config.auth else None,
+        # Failed sign-ins slowed, then refused per client; the login page without the API description;
+        # from the data folder, only the files of documents in the library.
+        app_kwargs={"middleware": middleware} if middleware else None,
     )
 
 
@@ -481,4 +488,4 @@ def patient_startup_probe() -> Iterator[None]:
 def launch(app: FreeRetApp, **overrides: Any):
     demo = build_blocks(app)
     with patient_startup_probe():  # the app starts whenever its port is free, also on a busy machine
-        return demo.launch(**{**launch_options(app.config), **overrides})
+        return demo.launch(**{**launch_options(app.config, serves=app.library.serves), **overrides})
