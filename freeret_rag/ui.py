@@ -13,6 +13,7 @@ index is only written by one event at a time and answers never interleave; per-s
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,7 +27,7 @@ from .errors import FreeRetError
 from .items import Hit
 from .settings import MIN_RELEVANCE, N_SOURCES, RERANK, RERANK_K, TOP_K
 from .ui_render import CSS, FileStatus, render_progress
-from .ui_uploads import IngestResult, ingest_files, reindex_library
+from .ui_uploads import IngestResult, ingest_files, received_copies, reindex_library
 
 __all__ = ["CSS", "FileStatus", "FreeRetApp", "IngestResult", "build_blocks", "launch", "launch_options",
            "render_progress", "theme"]
@@ -119,11 +120,15 @@ class FreeRetApp:
         if not doc_id:
             return "Choose a document to delete."
         try:
+            listed = next((doc for doc in self.listed() if doc.doc_id == doc_id), None)
+            received = received_copies(listed.path) if listed is not None else None
             doc = self.library.delete(doc_id)
         except FreeRetError as error:
             return str(error)
         if doc is None:
             return "That document is no longer in the library."
+        if received is not None:  # Gradio's own copy of the upload goes too (its URL answers 404)
+            shutil.rmtree(received, ignore_errors=True)
         return f"Deleted {doc.source}."
 
     def reindex_notice(self) -> str:

@@ -4,8 +4,9 @@ Gradio serves any file under `allowed_paths` at `/gradio_api/file=<path>` (and a
 `/gradio_api/file/<path>`). The app allows its asset folder and its kept uploads, but only the
 files of documents still in the library may be served: a request for a file under the data folder
 that `serves(path)` does not vouch for (a deleted document's original or page image, the index,
-any other file there) is answered 404 Not Found before Gradio sees it. Files elsewhere (Gradio's
-own upload and cache folders) are left to Gradio's checks.
+any other file there) is answered 404 Not Found before Gradio sees it, and so is a file that is
+not there at all (Gradio says 403). Files elsewhere (Gradio's own upload and cache folders) are
+left to Gradio's checks.
 
 The path is resolved the way Gradio does (relative to the working directory, `..` and symlinks
 followed), so no spelling of a path reaches a file under the data folder unchecked.
@@ -56,7 +57,8 @@ class FileGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         wanted = requested_file(scope.get("path", "")) if scope.get("type") == "http" else None
         path = self.guarded(wanted) if wanted is not None else None
-        if path is not None and not await self._serves(path):
+        missing = wanted is not None and not os.path.exists(wanted)  # e.g. a deleted upload's (Gradio: 403)
+        if missing or (path is not None and not await self._serves(path)):
             await self._not_found(send, head=scope.get("method") == "HEAD")
             return
         await self.app(scope, receive, send)

@@ -53,6 +53,8 @@ def test_a_deleted_documents_files_are_gone_and_never_served(tiny_model_dirs, tm
                     "--rerank-k", "2", "--sources", "2", "--max-answer-tokens", "4", "--min-relevance", "0"],
                    log_name="app-files.log") as server, httpx.Client(base_url=server.url, timeout=120) as http:
         client = Client(server.url, verbose=False, analytics_enabled=False, download_files=False)
+        received = http.post("gradio_api/upload", files={"files": (pdf.name, pdf.read_bytes())}).json()[0]
+        assert http.get(url_of(received)).content == pdf.read_bytes()  # Gradio's own copy of the upload
         report = client.predict([handle_file(str(pdf)), handle_file(str(bird))], api_name="/add_files")
         assert {row["file"]: row["state"] for row in report} == {"garden-guide.pdf": "done", "LadyBird.jpg": "done"}
         ids = {row["file"]: row["doc_id"] for row in client.predict(api_name="/documents")}
@@ -98,6 +100,7 @@ def test_a_deleted_documents_files_are_gone_and_never_served(tiny_model_dirs, tm
             assert http.get(url_of(path)).status_code == 404, path
             assert http.head(url_of(path)).status_code == 404, path
         assert not (data / "files" / ids["garden-guide.pdf"]).exists()
+        assert not Path(received).exists() and http.get(url_of(received)).status_code == 404
         assert all(http.get(url_of(path)).status_code == 200 for path in files["LadyBird.jpg"])
 
         # Deleted by the CLI while the app runs: the same.
