@@ -252,7 +252,7 @@ def register(subparsers: argparse._SubParsersAction, environ: Mapping[str, str] 
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_list)
 
-    delete = subparsers.add_parser("delete", help="remove documents with their items and thumbnails")
+    delete = subparsers.add_parser("delete", help="remove documents with their items, thumbnails and kept uploads")
     delete.add_argument("docs", nargs="+", metavar="DOC", help="doc id, unique id prefix, or file name")
     delete.set_defaults(func=cmd_delete)
 

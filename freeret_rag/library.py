@@ -18,6 +18,7 @@ library, and adding the same files again resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -37,7 +38,7 @@ from .errors import FreeRetError, IndexMismatchError, IngestError, StoreUnreacha
 from .items import Hit, Item, ItemKind, Query
 from .locking import Writer, WriterLock, this_writer
 from .media import MediaSettings, kind_for_path, load_items
-from .media.common import read_ahead
+from .media.common import plain_name, read_ahead
 from .selfcheck import SelfCheck
 from .store import (DocumentInfo, IndexInfo, Store, as_weight_map, collection_name, connect, list_indexes,
                     server_unreachable)
@@ -276,6 +277,9 @@ class Library:
         self.engine = engine
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         self.assets = self.data_dir / "assets"
+        #: Kept copies of uploaded originals (`files/<doc_id>/<name>`, the app's upload_dir): a
+        #: document's kept copy goes with it when it is deleted; originals elsewhere are never touched.
+        self.kept = self.data_dir / "files"
         self.chroma_url = chroma_url
         self._batch_size = batch_size
         self._fixed_fusion_weights = as_weight_map(fusion_weights) if fusion_weights is not None else None
@@ -649,8 +653,12 @@ class Library:
     # -- removing and re-indexing ----------------------------------------------------------------
     @_server_errors
     def delete(self, doc_id: str) -> DocumentInfo | None:
-        """Remove one document: all its items (in every embedding space here) and its assets.
-        Returns it as the active index had it, else as a waiting document (None if neither had it)."""
+        """Remove one document: all its items (in every embedding space here), its assets and its
+        kept copy under `kept` (unless another document still uses that file). Returns it as the
+        active index had it, else as a waiting document (None if neither had it, or if `doc_id` is
+        not a plain name: nothing is touched then)."""
+        if not plain_name(doc_id):
+            return None
         with self._writing():
             doc = self.store.committed(doc_id) or next((w for w in self.waiting() if w.doc_id == doc_id), None)
             self._delete_document(doc_id)
@@ -667,6 +675,7 @@ class Library:
 
     def _delete_document(self, doc_id: str) -> None:
         with self._writing():
+            paths = self._paths_of(doc_id)
             self.store.delete([doc_id])
             for other in self.others:
                 collection = self.client.get_collection(other.name, embedding_function=None)
@@ -676,6 +685,50 @@ class Library:
             self.others = [i for i in list_indexes(self.client) if i.name != self.store.name and i.count]
             self._waiting = None
             shutil.rmtree(self.assets / doc_id, ignore_errors=True)
+            self._drop_kept(doc_id, paths)
+
+    def _collections(self) -> list[Any]:
+        """The Chroma collections of every embedding space here (the loaded one first)."""
+        return [self.store.collection] + [self.client.get_collection(other.name, embedding_function=None)
+                                          for other in self.others]
+
+    def _paths_of(self, doc_id: str) -> set[str]:
+        """The `path` a document's items record, in every embedding space (as Chroma has them now)."""
+        return {meta["path"] for collection in self._collections()
+                for meta in collection.get(where={"doc_id": doc_id}, include=["metadatas"], limit=1)["metadatas"]
+                if meta.get("path")}
+
+    def _path_used(self, path: str) -> bool:
+        """Whether any item (complete or pending, any embedding space) still records this `path`."""
+        return any(collection.get(where={"path": path}, include=[], limit=1)["ids"]
+                   for collection in self._collections())
+
+    def _drop_kept(self, doc_id: str, paths: set[str]) -> None:
+        """Delete the kept copies of a deleted document: the files under `kept` that its items
+        recorded and those in `kept/<doc_id>/` (other names of the same bytes), except a file that
+        another document still uses; then that folder if it is empty. Nothing outside `kept`."""
+        kept = self.kept.resolve()
+        folder = kept / doc_id
+        candidates = {Path(path).resolve() for path in paths}
+        if folder.is_dir():
+            candidates.update(entry.resolve() for entry in folder.iterdir())
+        for path in sorted(candidates):
+            if path.is_relative_to(kept) and path.is_file() and not self._path_used(str(path)):
+                path.unlink(missing_ok=True)
+        for parent in {folder, *(path.parent for path in candidates if path.is_relative_to(kept))}:
+            if parent != kept and parent.is_relative_to(kept):
+                with contextlib.suppress(OSError):  # not empty (a file still in use), or gone
+                    parent.rmdir()
+
+    def serves(self, path: str | Path) -> bool:
+        """Whether `path` is a file of a listed document (searchable or waiting): its original (the
+        path its items record) or one of its assets. The app serves nothing else from its data folder."""
+        path = Path(os.path.realpath(path))
+        docs = self.documents() + self.waiting()
+        assets = Path(os.path.realpath(self.assets))
+        if path.is_relative_to(assets) and len(path.relative_to(assets).parts) >= 2:
+            return path.relative_to(assets).parts[0] in {doc.doc_id for doc in docs} and path.is_file()
+        return any(doc.path == str(path) for doc in docs) and path.is_file()
 
     def _reindex_sources(self) -> tuple[list[Store], dict[str, tuple[DocumentInfo, Store]]]:
         """The other embedding spaces (those still waiting for a re-index first) and the documents

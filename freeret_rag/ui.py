@@ -16,6 +16,7 @@ Stop button, an API client's cancel) stops its indexing at the next batch. Per-s
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from .errors import FreeRetError
 from .items import Hit
 from .settings import MIN_RELEVANCE, N_SOURCES, RERANK, RERANK_K, TOP_K
 from .ui_render import CSS, FileStatus, render_progress
-from .ui_uploads import IngestResult, ingest_files, reindex_library
+from .ui_uploads import IngestResult, ingest_files, received_copies, reindex_library
 
 __all__ = ["CSS", "FileStatus", "FreeRetApp", "IngestResult", "build_blocks", "launch", "launch_options",
            "render_progress", "theme"]
@@ -129,11 +130,15 @@ class FreeRetApp:
         if not doc_id:
             return "Choose a document to delete."
         try:
+            listed = next((doc for doc in self.listed() if doc.doc_id == doc_id), None)
+            received = received_copies(listed.path) if listed is not None else None
             doc = self.library.delete(doc_id)
         except FreeRetError as error:
             return str(error)
         if doc is None:
             return "That document is no longer in the library."
+        if received is not None:  # Gradio's own copy of the upload goes too (its URL answers 404)
+            shutil.rmtree(received, ignore_errors=True)
         return f"Deleted {doc.source}."
 
     def reindex_notice(self) -> str:
@@ -496,8 +501,14 @@ def build_blocks(app: FreeRetApp):
     return demo
 
 
-def launch_options(config: AppConfig) -> dict[str, Any]:
-    """Keyword arguments of `Blocks.launch` for this configuration."""
+def launch_options(config: AppConfig, serves: Any = None) -> dict[str, Any]:
+    """Keyword arguments of `Blocks.launch` for this configuration. `serves(path)`: whether a file
+    under the data folder may be served (`Library.serves`; ui_files.FileGuard answers 404 otherwise)."""
+    middleware = [login_guard()] if config.auth else []
+    if serves is not None:
+        from .ui_files import file_guard
+
+        middleware.append(file_guard([config.data_dir], serves))
     return dict(
         server_name=config.host,
         server_port=config.port,
@@ -514,8 +525,9 @@ def launch_options(config: AppConfig) -> dict[str, Any]:
         mcp_server=False,
         pwa=False,
         footer_links=["api"],
-        # Failed sign-ins slowed, then refused per client; the login page without the API description.
-        app_kwargs={"middleware": [login_guard()]} if config.auth else None,
+        # Failed sign-ins slowed, then refused per client; the login page without the API description;
+        # from the data folder, only the files of documents in the library.
+        app_kwargs={"middleware": middleware} if middleware else None,
     )
 
 
@@ -568,4 +580,4 @@ def patient_startup_probe() -> Iterator[None]:
 def launch(app: FreeRetApp, **overrides: Any):
     demo = build_blocks(app)
     with patient_startup_probe():  # the app starts whenever its port is free, also on a busy machine
-        return demo.launch(**{**launch_options(app.config), **overrides})
+        return demo.launch(**{**launch_options(app.config, serves=app.library.serves), **overrides})

@@ -46,6 +46,20 @@ def keep_upload(path: Path, upload_dir: Path) -> Path:
     return target
 
 
+def received_copies(path: str | Path) -> Path | None:
+    """The folder where Gradio's upload route keeps the bytes of `path` if they were uploaded here
+    (`<upload folder>/<Gradio's seeded SHA-256 of the content>/<name>`, served by its file route to
+    whoever has the URL until its cache cleaning), or None. Call it before the file is deleted."""
+    from gradio.processing_utils import hash_file
+    from gradio.utils import get_upload_folder
+
+    try:
+        folder = Path(get_upload_folder()) / hash_file(path)
+    except OSError:  # the file is gone already: nothing to compute the folder from
+        return None
+    return folder if folder.is_dir() else None
+
+
 def upload_problem(path: Path, max_bytes: int, reads_images: bool) -> str | None:
     """Why an upload is refused before indexing (missing, too large, unsupported, unseeable), or None."""
     from .media import kind_for_path

@@ -177,6 +177,59 @@ def test_delete_removes_exactly_one_document(engine, tmp_path):
     assert [doc.source for doc in library.add([src]).added] == ["LadyBird.jpg"]
 
 
+def _kept(data: Path, source: Path, name: str | None = None) -> Path:
+    """A kept copy as the app makes it: data/files/<first 16 hex of the SHA-256>/<name> (hashed here)."""
+    target = data / "files" / hashlib.sha256(source.read_bytes()).hexdigest()[:16] / (name or source.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
+def test_delete_removes_the_kept_copy_and_never_an_original_elsewhere(engine, tmp_path):
+    src = copy_samples(tmp_path / "in", ["Garden.jpg", "LadyBird.jpg", "YellowFlower.jpg", README])
+    data = tmp_path / "data"
+    bird, garden = _kept(data, src / "LadyBird.jpg"), _kept(data, src / "Garden.jpg")
+    other_name = _kept(data, src / "LadyBird.jpg", "same-bytes-other-name.jpg")  # an upload "already indexed"
+    library = Library(engine, data)
+    library.add([bird, garden, src / README])
+    docs = {doc.source: doc for doc in library.documents()}
+    assert {docs["LadyBird.jpg"].path, docs["Garden.jpg"].path} == {str(bird.resolve()), str(garden.resolve())}
+    garden_asset = next((data / "assets" / docs["Garden.jpg"].doc_id).iterdir())
+    assert library.serves(bird) and library.serves(garden) and library.serves(garden_asset)
+    assert not library.serves(other_name)  # a file under files/ that no document records
+    assert not library.serves(data / "chroma.sqlite3") and not library.serves(data / "assets")
+
+    assert library.delete(docs["LadyBird.jpg"].doc_id) == docs["LadyBird.jpg"]
+    assert not bird.exists() and not other_name.exists() and not bird.parent.exists()
+    assert garden.is_file() and library.serves(garden)
+    stray = data / "assets" / docs["LadyBird.jpg"].doc_id / "left-over.png"  # a deleted document's folder
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"x")
+    assert not library.serves(stray) and not library.serves(bird)
+
+    library.delete(docs[README].doc_id)  # added from elsewhere (the CLI): its original is the user's
+    assert (src / README).is_file()
+
+    # A kept file whose bytes changed is re-added at the same path: the old version is deleted,
+    # the file is not (the new version uses it).
+    shutil.copyfile(src / "YellowFlower.jpg", garden)
+    report = library.add([garden])
+    assert [doc.doc_id for doc in report.replaced] == [docs["Garden.jpg"].doc_id]
+    assert garden.is_file() and library.serves(garden)
+
+
+def test_delete_of_a_name_that_is_not_a_document_touches_no_file(engine, tmp_path):
+    src = copy_samples(tmp_path / "in", ["LadyBird.jpg"])
+    data = tmp_path / "data"
+    library = Library(engine, data)
+    library.add([_kept(data, src / "LadyBird.jpg")])
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    for name in ("..", ".", "", "../files", "files/..", "../..", "assets/.."):
+        assert library.delete(name) is None, name
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+    assert [doc.source for doc in library.documents()] == ["LadyBird.jpg"]
+
+
 # -- a changed file replaces its older version (upsert by path) ---------------------------------
 def _pdf(path: Path, words: str) -> None:
     doc = pymupdf.open()

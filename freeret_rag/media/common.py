@@ -78,9 +78,14 @@ def cap_note(kept: int | float, total: int | float, unit: str, flag: str) -> str
     return f"indexed the first {number(kept)} of {number(total)} {unit} (cap {flag})"
 
 
+def plain_name(name: object) -> bool:
+    """Whether `name` is a single path component (no separator, not "." or ".."): a doc_id usable as a folder."""
+    return isinstance(name, str) and bool(name) and name not in {".", ".."} and "/" not in name and "\\" not in name
+
+
 def asset_folder(asset_dir: Path, doc_id: str) -> Path:
     """`asset_dir/doc_id/`, created. doc_id must be a single path component."""
-    if not doc_id or doc_id in {".", ".."} or "/" in doc_id or "\\" in doc_id:
+    if not plain_name(doc_id):
         raise ValueError(f"doc_id must be a plain name usable as a folder, got {doc_id!r}")
     folder = Path(asset_dir) / doc_id
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,87 @@
+"""The file routes' guard: an ASGI middleware in front of Gradio's app (`ui.launch_options`).
+
+Gradio serves any file under `allowed_paths` at `/gradio_api/file=<path>` (and at the older
+`/gradio_api/file/<path>`). The app allows its asset folder and its kept uploads, but only the
+files of documents still in the library may be served: a request for a file under the data folder
+that `serves(path)` does not vouch for (a deleted document's original or page image, the index,
+any other file there) is answered 404 Not Found before Gradio sees it, and so is a file that is
+not there at all (Gradio says 403). Files elsewhere (Gradio's own upload and cache folders) are
+left to Gradio's checks.
+
+The path is resolved the way Gradio does (relative to the working directory, `..` and symlinks
+followed), so no spelling of a path reaches a file under the data folder unchecked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .ui_guard import Message, Receive, Scope, Send
+
+FILE_ROUTE = re.compile(r"/gradio_api/file(?:=|/)(.*)$", re.DOTALL)
+NOT_FOUND = b'{"detail":"Not Found"}'
+
+
+def requested_file(url_path: str) -> str | None:
+    """The file a request path asks Gradio's file route for (as written), or None for other routes
+    and for URLs (Gradio fetches those itself)."""
+    match = FILE_ROUTE.search(url_path)
+    if match is None or re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://", match.group(1)):
+        return None
+    return match.group(1)
+
+
+def under(path: Path, roots: Iterable[Path]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+class FileGuard:
+    """ASGI middleware: see the module's docstring. `serves(path)` may block (it runs in a thread)."""
+
+    def __init__(self, app: Callable, roots: Iterable[str | Path], serves: Callable[[Path], bool]) -> None:
+        self.app = app
+        # Both spellings of each root: as given (made absolute) and with its symlinks resolved.
+        self.roots = sorted({Path(os.path.abspath(root)) for root in roots}
+                            | {Path(os.path.realpath(root)) for root in roots})
+        self.serves = serves
+
+    def guarded(self, wanted: str) -> Path | None:
+        """The resolved path if `wanted` points under one of the roots (literally or once resolved)."""
+        literal, resolved = Path(os.path.abspath(wanted)), Path(os.path.realpath(wanted))
+        return resolved if under(literal, self.roots) or under(resolved, self.roots) else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        wanted = requested_file(scope.get("path", "")) if scope.get("type") == "http" else None
+        path = self.guarded(wanted) if wanted is not None else None
+        missing = wanted is not None and not os.path.exists(wanted)  # e.g. a deleted upload's (Gradio: 403)
+        if missing or (path is not None and not await self._serves(path)):
+            await self._not_found(send, head=scope.get("method") == "HEAD")
+            return
+        await self.app(scope, receive, send)
+
+    async def _serves(self, path: Path) -> bool:
+        import anyio.to_thread
+
+        try:
+            return bool(await anyio.to_thread.run_sync(self.serves, path))
+        except Exception:  # noqa: BLE001 - cannot tell (e.g. the Chroma server is down): serve nothing
+            return False
+
+    @staticmethod
+    async def _not_found(send: Send, head: bool = False) -> None:
+        start: Message = {"type": "http.response.start", "status": 404,
+                          "headers": [(b"content-type", b"application/json"),
+                                      (b"content-length", str(len(NOT_FOUND)).encode())]}
+        await send(start)
+        await send({"type": "http.response.body", "body": b"" if head else NOT_FOUND})
+
+
+def file_guard(roots: Iterable[str | Path], serves: Callable[[Path], bool]) -> Any:
+    """The guard as a Starlette middleware entry."""
+    from starlette.middleware import Middleware
+
+    return Middleware(FileGuard, roots=list(roots), serves=serves)
