@@ -280,7 +280,7 @@ def measure(engine: Any, items: Sequence[Item], search_channels: Callable[..., R
                                                    channels, 0.5 / len(idx))
                 general = fusion.mean_reciprocal_rank(
                     [fusion.ordered(fusion.fuse(rankings[i], {"*": best}, kind_of)) for i in idx], [targets[i] for i in idx])
-                if own != best and own_mrr > general:
+                if own != best and own_mrr > general + 0.5 / len(idx):  # the same noise margin, per kind
                     weights[kind] = own
         if len(weights) > 1:  # kind weights change the mixed ranking: keep them only if they help overall
             mixed = [fusion.ordered(fusion.fuse(r, weights, kind_of)) for r in rankings]

@@ -237,3 +237,37 @@ def test_too_few_written_queries_are_topped_up_with_cloze_sentences_ranked_witho
     assert any("sentences taken out" in line for line in check.describe())
     # the index itself is untouched: the full items are still found by their sentence's words
     assert library.search(sentence_of(3), k=1, rerank=False)[0].item.text.startswith("alpha3")
+
+
+class ConstantReranker:
+    model_id, prompt_version = "constant", "p"
+
+    def rerank(self, query, candidates):
+        return [Hit(hit.item, rerank_score=0.5) for hit in candidates]
+
+
+@pytest.mark.parametrize("odd_lexical, kept", [(["V", "U", "p5"], False), (["p5"], True)])
+def test_a_kind_gets_its_own_weights_only_when_they_win_by_more_than_the_noise_margin(odd_lexical, kept):
+    """Six text queries: dense finds each target first; BM25 ranks a wrong text item Z first, which
+    also sits second in dense, so any mix drops the target to rank 2: overall the dense channel alone
+    wins (MRR 11/12). Six page queries: both channels find p0..p4 first; for p5 dense misses it.
+    With BM25 at rank 3 for p5 the pages' lexical MRR is (5 + 1/3) / 6 = 0.889 against the dense
+    weights' (5 + 1/5) / 6 = 0.867 (a channel weighted 0 still adds its candidates behind, in channel
+    order: p5 comes fifth): a gain of 0.022, under the margin 0.5/6 = 0.083 (half a query moving up
+    one place), so no page weights and fused MRR (11 + 1/5) / 12. With BM25 at rank 1 the gain is
+    1/6 - 1/30: the pages get keywords alone and every target comes first."""
+    kinds = {**{f"t{i}": "text" for i in range(6)}, "Z": "text",
+             **{f"p{i}": "pdf_page" for i in range(6)}, "X": "pdf_page", "Y": "pdf_page", "V": "pdf_page",
+             "U": "pdf_page"}
+    items = {item_id: Item(kind, text=item_id, item_id=item_id) for item_id, kind in kinds.items()}
+    rankings = {f"t{i}": {"dense": [f"t{i}", "Z"], "lexical": ["Z"]} for i in range(6)}
+    rankings |= {f"p{i}": {"dense": [f"p{i}"], "lexical": [f"p{i}"]} for i in range(5)}
+    rankings["p5"] = {"dense": ["X", "Y"], "lexical": odd_lexical}
+    queries = [(f"query for {target}", items[target]) for target in rankings]
+    check = selfcheck.measure(ConstantReranker(), list(items.values()),
+                              lambda query: rankings[query.text.removeprefix("query for ")], kinds.get, len(items),
+                              ("dense", "lexical"), queries=queries)
+    assert check.mrr["dense"] == pytest.approx(11 / 12, abs=1e-4)  # stored rounded to 4 places
+    assert check.weights == ({"*": [1.0, 0.0, 0.0], "pdf_page": [0.0, 1.0, 0.0]} if kept
+                             else {"*": [1.0, 0.0, 0.0]})
+    assert check.mrr["fused"] == pytest.approx(1.0 if kept else (11 + 1 / 5) / 12, abs=1e-4)
