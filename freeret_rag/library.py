@@ -40,8 +40,8 @@ from .locking import Writer, WriterLock, this_writer
 from .media import MediaSettings, kind_for_path, load_items
 from .media.common import plain_name, read_ahead
 from .selfcheck import SelfCheck
-from .store import (DocumentInfo, IndexInfo, Store, as_weight_map, collection_name, connect, list_indexes,
-                    server_unreachable)
+from .store import (DocumentInfo, IndexInfo, Store, Substituted, as_weight_map, collection_name, connect,
+                    list_indexes, server_unreachable)
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +290,7 @@ class Library:
         #: Index the model's own words per item and search them as a third channel.
         self.use_words = words
         self._checked: tuple[str, SelfCheck | None] | None = None  # (index name, cached result)
+        self._substituted: tuple[tuple, Substituted] | None = None  # the self-check's stand-ins (channel_rankings)
         self.media_settings = media_settings
         self._lock = threading.RLock()
         self._writer = WriterLock(self.data_dir)
@@ -579,6 +580,14 @@ class Library:
             return item.without_images()
         return None
 
+    def _embed_items(self, pairs: Sequence[tuple[Item, Item]]) -> tuple[Any, list[Item]]:
+        """Embed (item, view) pairs: the vectors of the views, and the items with the model's own words."""
+        views = [view for _, view in pairs]
+        if self.use_words and hasattr(self.engine, "embed_with_words"):
+            vectors, words = self.engine.embed_with_words(views, batch_size=self.batch_size, top_words=WORDS_ASKED)
+            return vectors, [replace(item, words=content_words(found, ITEM_WORDS)) for (item, _), found in zip(pairs, words)]
+        return self.engine.embed(views, batch_size=self.batch_size), [item for item, _ in pairs]
+
     def ingest_items(self, path: str | Path, doc_id: str, items: Iterable[Item], fields: dict[str, Any],
                      on_item: Callable[[int], None], cancel: threading.Event | None = None) -> tuple[DocumentInfo, str]:
         """Embed and store one document's items as pending, in batches, then commit them at once.
@@ -605,13 +614,7 @@ class Library:
             if cancel is not None and cancel.is_set():
                 raise Cancelled(path, f"cancelled after {stored + sum(left_out.values())} item(s); they are kept, "
                                       f"invisible, and adding the same file again continues from there")
-            views = [view for _, view in batch]
-            if self.use_words and hasattr(self.engine, "embed_with_words"):
-                vectors, words = self.engine.embed_with_words(views, batch_size=self.batch_size,
-                                                              top_words=WORDS_ASKED)
-                keep = [replace(item, words=content_words(found, ITEM_WORDS)) for (item, _), found in zip(batch, words)]
-            else:
-                vectors, keep = self.engine.embed(views, batch_size=self.batch_size), [item for item, _ in batch]
+            vectors, keep = self._embed_items(batch)
             self.store.put(keep, vectors, fields)
             for _ in batch:
                 stored += 1
@@ -865,9 +868,10 @@ class Library:
         engine = self._engine()
         items = self.store.all_items()
         channels = fusion.CHANNELS if self.use_words and len(self.store.words) else ("dense", "lexical")
-        search = lambda query: self.channel_rankings(query, selfcheck.DEPTH)  # noqa: E731
+        search = lambda query, replaced=(): self.channel_rankings(query, selfcheck.DEPTH, replaced)  # noqa: E731
         result = selfcheck.measure(engine, items, search, self.store.kind_of, len(self.store), channels,
                                    progress or (lambda line: None), limit=limit)
+        self._substituted = None  # its stand-ins' copies of the index are not needed any more
         with self._writing():
             self.store.set_note("self_check", result.to_json())
             self._checked = (self.store.name, result)
@@ -936,10 +940,19 @@ class Library:
             return vector, list(content_words(words, QUERY_WORDS))
         return engine.embed_query(query), []
 
-    def channel_rankings(self, query: Query, depth: int) -> dict[str, list[str]]:
-        """The first-stage rankings of a query, one per channel (what the self-check measures)."""
+    def channel_rankings(self, query: Query, depth: int, replaced: Sequence[Item] = ()) -> dict[str, list[str]]:
+        """The first-stage rankings of a query, one per channel (what the self-check measures). With
+        `replaced` (items with the ids of indexed ones), as if those items had that content instead:
+        the self-check's cloze stand-ins are ranked without the sentence they were asked with."""
         vector, words = self.embed_query(query)
-        return self.store.channels(vector, query.text, depth, query_words=words)[0]
+        pairs = [(item, view) for item in replaced for view in [self._view(item)] if view is not None]
+        if not pairs:
+            return self.store.channels(vector, query.text, depth, query_words=words)[0]
+        key = tuple((item.item_id, item.text) for item, _ in pairs)
+        if self._substituted is None or self._substituted[0] != key:
+            vectors, items = self._embed_items(pairs)
+            self._substituted = (key, Substituted(self.store, items, vectors))
+        return self._substituted[1].channels(vector, query.text, depth, words)
 
     @_server_errors
     def search(self, query: Query | str, k: int = 10, kinds: Sequence[ItemKind] | None = None,

@@ -20,9 +20,10 @@ It runs at the end of indexing, never inside a user's question.
 Queries that merely copy a run of the item's words are rejected (they would favour BM25), and so
 are replies too long to be a query (small models chat instead): the self-check is meant to look
 like a user's question, not a verbatim span. Only when the model writes fewer than MIN_QUERIES
-usable ones do 12-word spans from the middle of the sampled items' text stand in (and the result
-says so), less their 4 rarest words in the library: users seldom type an item's identifiers and
-names, and spans that keep them favour keyword search.
+usable ones do cloze sentences stand in (and the result says so): the inverse cloze task of ORQA
+(Lee et al. 2019), a sentence taken out of a sampled item is the query and the item is ranked
+*without* that sentence, by every channel and by the reranker alike. Neither channel sees the
+query's words in its target, so the stand-ins do not favour keyword search as verbatim spans did.
 """
 
 from __future__ import annotations
@@ -48,8 +49,7 @@ DEPTH = 50  # candidates per channel, as a search draws them
 RERANK_K = 10
 COPY_RUN = 5  # a query that repeats this many consecutive words of its item is a verbatim span
 MAX_QUERY_WORDS = 12  # longer replies are chatter, not a query
-SPAN_WORDS = 12  # stand-in queries: a span this long from the middle of an item's text ...
-SPAN_DROP = 4  # ... less its rarest words
+CLOZE_WORDS = (6, 24)  # stand-in queries: a sentence of this many words, taken out of its item ...
 STAGES = ("dense", "lexical", "words", "plain", "fused", "reranked", "final")
 DEFAULT_SHARE = 0.5  # rerank share before anything is measured
 
@@ -85,34 +85,33 @@ def is_verbatim(query: str, text: str, run: int = COPY_RUN) -> bool:
     return any(" " + " ".join(words[i:i + size]) + " " in source for i in range(len(words) - size + 1))
 
 
-def middle_span(text: str, words: int = SPAN_WORDS, document_frequency: Mapping[str, int] | None = None,
-                drop: int = SPAN_DROP) -> str:
-    """A stand-in test query: `words` consecutive words from the middle of a text with at least twice
-    as many ("" otherwise), less its `drop` rarest words by `document_frequency` (how many items of
-    the library contain the word). Users rarely type an item's rarest terms (its identifiers and
-    names); a span that keeps them would favour keyword search even more."""
-    tokens = text.split()
-    if len(tokens) < 2 * words:
-        return ""
-    start = (len(tokens) - words) // 2
-    span = tokens[start:start + words]
-    if document_frequency and drop:
-        def df(token: str) -> int:
-            found = _WORD.findall(token.lower())
-            return min((document_frequency.get(word, 0) for word in found), default=0)
-
-        rarest = set(sorted(range(len(span)), key=lambda i: (df(span[i]), i))[:drop])
-        span = [token for i, token in enumerate(span) if i not in rarest]
-    return " ".join(span)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[^a-z\s])")
 
 
-def document_frequencies(items: Sequence[Item]) -> dict[str, int]:
-    """word -> number of items whose text contains it (lowercase alphanumeric words)."""
-    counts: dict[str, int] = {}
-    for item in items:
-        for word in set(_WORD.findall(item.text.lower())):
-            counts[word] = counts.get(word, 0) + 1
-    return counts
+def cloze(text: str, words: tuple[int, int] = CLOZE_WORDS) -> tuple[str, str] | None:
+    """A stand-in test query by the inverse cloze task: (sentence, the text without it), or None.
+
+    The sentence is the one nearest the middle of the text with `words` (min, max) words whose
+    removal leaves at least as many words as it takes (the item must stay mostly itself)."""
+    sentences = _SENTENCE_END.split(" ".join(text.split()))
+    sizes = [len(sentence.split()) for sentence in sentences]
+    total, middle = sum(sizes), sum(sizes) / 2
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    order = sorted(range(len(sentences)), key=lambda i: (abs(starts[i] + sizes[i] / 2 - middle), i))
+    for i in order:
+        if words[0] <= sizes[i] <= words[1] and total - sizes[i] >= sizes[i]:
+            return sentences[i], " ".join(sentences[:i] + sentences[i + 1:])
+    return None
+
+
+def cloze_item(item: Item) -> tuple[str, Item] | None:
+    """(query, the item without that sentence) for a cloze stand-in, or None. The rest is a text item
+    with the item's id and source: a page's rendering would still show the sentence."""
+    found = cloze(item.text)
+    if found is None:
+        return None
+    sentence, rest = found
+    return sentence, Item("text", text=rest, item_id=item.item_id, doc_id=item.doc_id, source=item.source)
 
 
 def clean_query(raw: str) -> str:
@@ -130,9 +129,10 @@ class SelfCheck:
     model_id: str
     prompt_version: str
     size: int  # items in the index when measured
-    queries: list[dict[str, str]] = field(default_factory=list)  # {"query", "target", "kind", "label"}
+    # {"query", "target", "kind", "label"}, and "stand_in": "cloze" for a stand-in
+    queries: list[dict[str, str]] = field(default_factory=list)
     rejected: int = 0  # queries dropped as empty or verbatim
-    spans: int = 0  # stand-in queries (verbatim spans) used because the model wrote too few
+    spans: int = 0  # stand-in queries (cloze sentences) used because the model wrote too few
     mrr: dict[str, float] = field(default_factory=dict)  # stage -> MRR over all queries
     mrr_by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
     weights: dict[str, list[float]] = field(default_factory=dict)  # kind or "*" -> (dense, lexical, words)
@@ -177,8 +177,9 @@ class SelfCheck:
                  f"{self.rejected} were dropped (copies of the item's words, chatter, or items it cannot read). "
                  f"Measured in {self.seconds:.0f} s."]
         if self.spans:
-            lines.append(f"That was too few, so {self.spans} passages of your items' own text stood in as test "
-                         "queries: they favour keyword search, the safe side when the model cannot be measured.")
+            lines.append(f"That was too few, so {self.spans} sentences taken out of your items stood in as test "
+                         "queries, each item searched without its sentence, so that neither the embedding nor "
+                         "keyword search sees the query's own words.")
         lines.append("Found at rank 1/MRR: " + ", ".join(
             f"{stage} {mrr[stage]:.2f}" for stage in STAGES if stage in mrr) + ".")
         dense, lexical, words = self.weights.get("*", fusion.PLAIN)
@@ -209,20 +210,23 @@ class SelfCheck:
 Rankings = dict[str, list[str]]
 
 
-def measure(engine: Any, items: Sequence[Item], search_channels: Callable[[Query], Rankings],
+def measure(engine: Any, items: Sequence[Item], search_channels: Callable[..., Rankings],
             kind_of: Callable[[str], str], size: int, channels: Sequence[str] = fusion.CHANNELS,
-            progress: Callable[[str], None] = lambda line: None, queries: Sequence[tuple[str, Item]] | None = None,
+            progress: Callable[[str], None] = lambda line: None,
+            queries: Sequence[tuple[str, Item] | tuple[str, Item, Item | None]] | None = None,
             limit: int = MAX_QUERIES) -> SelfCheck:
     """Run the self-check: write queries, rank them by every channel, pick weights, share and floor.
 
-    `search_channels(query)` returns the first-stage rankings {"dense": ids, "lexical": ids, "words": ids}
-    (best first, DEPTH deep); `kind_of(item_id)` the kind of an indexed item. `queries` may be given
-    (query text, target item) to skip writing them (tests, eval reuse).
+    `search_channels(query, replaced=())` returns the first-stage rankings {"dense": ids, "lexical":
+    ids, "words": ids} (best first, DEPTH deep), with `replaced` items (same ids as indexed ones) in
+    place of the indexed ones (the cloze stand-ins); `kind_of(item_id)` the kind of an indexed item.
+    `queries` may be given (query text, target item[, its cloze stand-in]) to skip writing them
+    (tests, eval reuse).
     """
     started = time.perf_counter()
     check = SelfCheck(engine.model_id, engine.prompt_version, size, channels=list(channels))
     if queries is None:
-        written: list[tuple[str, Item]] = []
+        written: list[tuple[str, Item, Item | None]] = []
         sample = sample_items(items, limit)
         for number, item in enumerate(sample, 1):
             progress(f"self-check: writing test query {number}/{len(sample)}")
@@ -234,28 +238,31 @@ def measure(engine: Any, items: Sequence[Item], search_channels: Callable[[Query
             if not text or len(text.split()) > MAX_QUERY_WORDS or is_verbatim(text, item.text):
                 check.rejected += 1
                 continue
-            written.append((text, item))
-        if len(written) < MIN_QUERIES:  # the model could not write enough: its items' own words stand in
-            have = {item.item_id for _, item in written}
-            frequencies = document_frequencies(items)
-            spans = [(span, item) for item in sample if item.item_id not in have
-                     for span in [middle_span(item.text, document_frequency=frequencies)] if span]
-            check.spans = len(spans)
-            written += spans
+            written.append((text, item, None))
+        if len(written) < MIN_QUERIES:  # the model could not write enough: cloze sentences stand in
+            have = {item.item_id for _, item, _ in written}
+            stand_ins = [(sentence, item, rest) for item in sample if item.item_id not in have
+                         for found in [cloze_item(item)] if found is not None for sentence, rest in [found]]
+            check.spans = len(stand_ins)
+            written += stand_ins
         queries = written
-    check.queries = [{"query": text, "target": item.item_id, "kind": item.kind, "label": item.label}
-                     for text, item in queries]
+    queries = [(query[0], query[1], query[2] if len(query) > 2 else None) for query in queries]
+    check.queries = [{"query": text, "target": item.item_id, "kind": item.kind, "label": item.label,
+                      **({"stand_in": "cloze"} if stand_in is not None else {})} for text, item, stand_in in queries]
     if not check.measured:
         check.weights = {"*": list(fusion.PLAIN)}
         check.seconds = time.perf_counter() - started
         check.measured_at = time.time()
         return check
 
-    targets = [item.item_id for _, item in queries]
+    targets = [item.item_id for _, item, _ in queries]
+    # the cloze stand-ins are ranked, all at once, without their sentences
+    replaced = [stand_in for _, _, stand_in in queries if stand_in is not None]
     rankings = []
-    for number, (text, _) in enumerate(queries, 1):
+    for number, (text, _, stand_in) in enumerate(queries, 1):
         progress(f"self-check: searching {number}/{len(queries)}")
-        rankings.append({channel: ids for channel, ids in search_channels(Query(text)).items() if channel in channels})
+        found = search_channels(Query(text), replaced) if stand_in is not None else search_channels(Query(text))
+        rankings.append({channel: ids for channel, ids in found.items() if channel in channels})
 
     mrr = {channel: fusion.mean_reciprocal_rank([r.get(channel, []) for r in rankings], targets)
            for channel in channels}
@@ -264,16 +271,16 @@ def measure(engine: Any, items: Sequence[Item], search_channels: Callable[[Query
     noise = 0.5 / len(queries)  # a mix must win by more than half a query moving up one place
     best, mrr["fused"] = fusion.best_weights(rankings, targets, kind_of, channels, noise)
     weights: dict[str, fusion.Weights] = {"*": best}
-    kinds = sorted({item.kind for _, item in queries})
+    kinds = sorted({item.kind for _, item, _ in queries})
     if len(kinds) > 1:
         for kind in kinds:
-            idx = [i for i, (_, item) in enumerate(queries) if item.kind == kind]
+            idx = [i for i, (_, item, _) in enumerate(queries) if item.kind == kind]
             if len(idx) >= MIN_KIND_QUERIES:
                 own, own_mrr = fusion.best_weights([rankings[i] for i in idx], [targets[i] for i in idx], kind_of,
                                                    channels, 0.5 / len(idx))
                 general = fusion.mean_reciprocal_rank(
                     [fusion.ordered(fusion.fuse(rankings[i], {"*": best}, kind_of)) for i in idx], [targets[i] for i in idx])
-                if own != best and own_mrr > general:
+                if own != best and own_mrr > general + 0.5 / len(idx):  # the same noise margin, per kind
                     weights[kind] = own
         if len(weights) > 1:  # kind weights change the mixed ranking: keep them only if they help overall
             mixed = [fusion.ordered(fusion.fuse(r, weights, kind_of)) for r in rankings]
@@ -293,12 +300,14 @@ def measure(engine: Any, items: Sequence[Item], search_channels: Callable[[Query
         randoms.append(pool[int(hashlib.sha1(f"{number}:{target}".encode()).hexdigest(), 16) % len(pool)]
                        if pool else None)
     by_id = {item.item_id: item for item in items}
+    by_id_cloze = by_id | {item.item_id: item for item in replaced}  # the reranker reads them without it too
     scores: list[dict[str, float]] = []
     match_p: list[float] = []
     random_p: list[float] = []
-    for number, ((text, _), pool, random_id, target) in enumerate(zip(queries, pools, randoms, targets), 1):
+    for number, ((text, _, stand_in), pool, random_id, target) in enumerate(zip(queries, pools, randoms, targets), 1):
         progress(f"self-check: reranking {number}/{len(queries)}")
-        candidates = [by_id[item_id] for item_id in dict.fromkeys([*pool, target, random_id]) if item_id in by_id]
+        known = by_id if stand_in is None else by_id_cloze
+        candidates = [known[item_id] for item_id in dict.fromkeys([*pool, target, random_id]) if item_id in known]
         hits = engine.rerank(Query(text), [Hit(item) for item in candidates])
         p = {hit.item.item_id: float(hit.rerank_score) for hit in hits}
         scores.append({item_id: p[item_id] for item_id in pool if item_id in p})
@@ -313,7 +322,7 @@ def measure(engine: Any, items: Sequence[Item], search_channels: Callable[[Query
     floor, separation = fusion.relevance_floor(match_p, random_p)
 
     for kind in kinds:
-        idx = [i for i, (_, item) in enumerate(queries) if item.kind == kind]
+        idx = [i for i, (_, item, _) in enumerate(queries) if item.kind == kind]
         sub = [targets[i] for i in idx]
         check.mrr_by_kind[kind] = {
             **{channel: fusion.mean_reciprocal_rank([rankings[i].get(channel, []) for i in idx], sub) for channel in channels},

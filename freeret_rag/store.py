@@ -226,6 +226,19 @@ class LexicalIndex:
             for item_id, text, kind, doc_id in entries:
                 self._pending[item_id] = (text, kind, doc_id)
 
+    def replaced(self, entries: Iterable[tuple[str, str]]) -> "LexicalIndex":
+        """A copy with the texts of some items replaced, (item_id, text) each (unknown ids are added
+        as text items of no document). This index is not changed: the copy starts from its current
+        snapshot (immutable) and merges the replacements into a snapshot of its own."""
+        snapshot = self._current()
+        copy = LexicalIndex()
+        copy._snapshot = snapshot
+        for item_id, text in entries:
+            row = snapshot.row_of.get(item_id)
+            kind, doc_id = (str(snapshot.kinds[row]), str(snapshot.docs[row])) if row is not None else ("text", "")
+            copy._pending[item_id] = (text, kind, doc_id)
+        return copy
+
     def remove_documents(self, doc_ids: Iterable[str]) -> None:
         doc_ids = set(doc_ids)
         with self._lock:
@@ -736,6 +749,37 @@ class Store:
         for hit in hits.values():
             hit.fused_score = fused[hit.item.item_id]
         return [hits[item_id] for item_id in top if item_id in hits]
+
+
+class Substituted:
+    """The store's first-stage channels as if some complete items had other content (same ids): their
+    vectors, text and model words replaced, the index untouched. The self-check's cloze stand-ins
+    search it: an item is ranked without the sentence that became its test query."""
+
+    def __init__(self, store: Store, items: Sequence[Item], vectors: np.ndarray) -> None:
+        self.store = store
+        vectors = np.asarray(vectors, np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        self.vectors = {item.item_id: row for item, row in zip(items, vectors / np.where(norms > 0, norms, 1.0))}
+        self.lexical = store.lexical.replaced((item.item_id, lexical_text(item.source, item.text)) for item in items)
+        self.words = store.words.replaced((item.item_id, " ".join(item.words)) for item in items if item.words)
+
+    def channels(self, vector: np.ndarray | None, text: str, n: int, query_words: Sequence[str] = ()
+                 ) -> dict[str, list[str]]:
+        """Like `Store.channels`' rankings: the substitutes' cosine (the same as Chroma's cosine space)
+        is merged into the other items' dense ranking; BM25 runs on the copies with their texts."""
+        rankings: dict[str, list[str]] = {"dense": []}
+        if vector is not None:
+            others = [(hit.item.item_id, float(hit.dense_score)) for hit in self.store.dense(vector, n + len(self.vectors))
+                      if hit.item.item_id not in self.vectors]
+            query = np.asarray(vector, np.float32)
+            query = query / max(float(np.linalg.norm(query)), 1e-12)
+            own = [(item_id, float(row @ query)) for item_id, row in self.vectors.items()]
+            rankings["dense"] = [item_id for item_id, _ in sorted(others + own, key=lambda pair: -pair[1])][:n]
+        rankings["lexical"] = [item_id for item_id, _ in self.lexical.search(text, n)]
+        rankings["words"] = [item_id for item_id, _ in self.words.search(" ".join([text, *query_words]), n)] \
+            if len(self.words) else []
+        return rankings
 
 
 def as_weight_map(weights: Weights | tuple[float, float] | dict[str, Weights]) -> dict[str, Weights]:

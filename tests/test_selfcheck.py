@@ -181,25 +181,93 @@ def test_items_the_model_cannot_read_are_skipped_not_fatal(tiny_engine, tmp_path
     assert check.rejected == 3 and not check.measured
 
 
-def test_too_few_written_queries_are_topped_up_with_spans_of_the_items_text(tmp_path):
+def test_cloze_takes_the_sentence_nearest_the_middle_that_leaves_the_item_mostly_itself():
+    # sentences of 6, 7, 8 and 7 words (28): centres at 3, 9.5, 17, 24.5 against the middle 14 -> the third
+    text = ("One two three four five six. Alpha beta gamma delta epsilon zeta eta.\n"
+            "Red green blue cyan magenta yellow black white. Last words of this short text here.")
+    assert selfcheck.cloze(text) == ("Red green blue cyan magenta yellow black white.",
+                                     "One two three four five six. Alpha beta gamma delta epsilon zeta eta. "
+                                     "Last words of this short text here.")
+    # 7 + 12 words: the 12-word one is nearer the middle (9.5) but would leave 7 < 12: the first goes
+    text = ("Marigolds need full sun and well-drained soil. "
+            "Remove spent blooms to keep the plant flowering until the first frost.")
+    assert selfcheck.cloze(text) == ("Marigolds need full sun and well-drained soil.",
+                                     "Remove spent blooms to keep the plant flowering until the first frost.")
+    assert selfcheck.cloze("Only one sentence of some eight words here.") is None  # nothing would be left
+    assert selfcheck.cloze("Too short. Also short. Tiny.") is None  # no sentence of 6 to 24 words
+    # "e.g. a" does not end a sentence (a lower-case word follows): 9 + 9 words, equally near the middle,
+    # the first wins the tie (split there, no piece before "Then" would reach 6 words)
+    assert selfcheck.cloze("Use a tool, e.g. a hammer or a saw. Then rest for a while and drink some water.")[0] \
+        == "Use a tool, e.g. a hammer or a saw."
+    stand_in = selfcheck.cloze_item(Item("pdf_page", text=text, images=("p.png",), item_id="d:1", doc_id="d",
+                                         source="a.pdf", page=1))
+    assert stand_in == ("Marigolds need full sun and well-drained soil.",
+                        Item("text", text="Remove spent blooms to keep the plant flowering until the first frost.",
+                             item_id="d:1", doc_id="d", source="a.pdf"))
+
+
+def sentence_of(i: int) -> str:
+    return " ".join(f"{w}{i}" for w in ("Only", "here", "in", "this", "one", "sentence")) + "."
+
+
+def test_too_few_written_queries_are_topped_up_with_cloze_sentences_ranked_without_them(tmp_path):
+    """Each stand-in's sentence occurs nowhere but in its item: once it is taken out, keyword search
+    cannot find the item (lexical MRR 0; a verbatim span would have scored 1). The scripted engine
+    embeds the sentence like the item's *rest* and its reranker scores 1 only for the rest: both are
+    right only if the first stage and the reranker see the item without its sentence."""
     engine = ScriptedEngine()
     engine.write_query = lambda item: "I'm ready to help! " * 5  # chatter: every reply is rejected
     library = Library(engine, tmp_path / "data", self_check=False)
     notes = tmp_path / "notes"
     notes.mkdir()
-    texts = [" ".join(f"w{i}x{j}" for j in range(30)) for i in range(6)]
-    for i, text in enumerate(texts):
-        (notes / f"n{i}.txt").write_text(text)
+    rests = {}
+    for i in range(6):
+        first, last = " ".join(words_of(i)) + " begins.", "And so it ends with plain words."
+        (notes / f"n{i}.txt").write_text(f"{first} {sentence_of(i)} {last}")
+        rests[sentence_of(i)] = f"{first} {last}"
+    engine.written.update(rests)  # query -> the text its target should be read as
     library.add([notes])
     check = library.self_check()
     assert check.rejected == 6 and check.spans == 6 and check.measured
-    # by hand: words 9..20 of each 30-word text, less its 4 rarest (all occur once: the first four go)
-    assert {q["query"] for q in check.queries} == {" ".join(t.split()[13:21]) for t in texts}
-    assert check.mrr["lexical"] == 1.0 and any("stood in" in line for line in check.describe())
-    assert selfcheck.middle_span("too short") == ""
-    text = " ".join(["common"] * 9 + ["rare1", "common", "rare2", "common", "common"] + ["common"] * 10)
-    # words 6..17 hold rare1 and rare2 (frequency 1); the other two dropped are the first 'common's
-    assert selfcheck.middle_span(text, document_frequency={"common": 5, "rare1": 1, "rare2": 1}) \
-        == " ".join(["common"] * 8)
-    assert selfcheck.document_frequencies([Item("text", text="A a b"), Item("text", text="b c")]) \
-        == {"a": 1, "b": 2, "c": 1}
+    assert {q["query"] for q in check.queries} == set(rests)
+    assert all(q["stand_in"] == "cloze" for q in check.queries)
+    assert check.mrr["lexical"] == 0.0 and check.mrr["dense"] == 1.0
+    assert check.weights == {"*": [1.0, 0.0, 0.0]}
+    assert check.auc == 1.0 and check.floor == 1.0  # the reranker read the stand-ins, not the full items
+    assert any("sentences taken out" in line for line in check.describe())
+    # the index itself is untouched: the full items are still found by their sentence's words
+    assert library.search(sentence_of(3), k=1, rerank=False)[0].item.text.startswith("alpha3")
+
+
+class ConstantReranker:
+    model_id, prompt_version = "constant", "p"
+
+    def rerank(self, query, candidates):
+        return [Hit(hit.item, rerank_score=0.5) for hit in candidates]
+
+
+@pytest.mark.parametrize("odd_lexical, kept", [(["V", "U", "p5"], False), (["p5"], True)])
+def test_a_kind_gets_its_own_weights_only_when_they_win_by_more_than_the_noise_margin(odd_lexical, kept):
+    """Six text queries: dense finds each target first; BM25 ranks a wrong text item Z first, which
+    also sits second in dense, so any mix drops the target to rank 2: overall the dense channel alone
+    wins (MRR 11/12). Six page queries: both channels find p0..p4 first; for p5 dense misses it.
+    With BM25 at rank 3 for p5 the pages' lexical MRR is (5 + 1/3) / 6 = 0.889 against the dense
+    weights' (5 + 1/5) / 6 = 0.867 (a channel weighted 0 still adds its candidates behind, in channel
+    order: p5 comes fifth): a gain of 0.022, under the margin 0.5/6 = 0.083 (half a query moving up
+    one place), so no page weights and fused MRR (11 + 1/5) / 12. With BM25 at rank 1 the gain is
+    1/6 - 1/30: the pages get keywords alone and every target comes first."""
+    kinds = {**{f"t{i}": "text" for i in range(6)}, "Z": "text",
+             **{f"p{i}": "pdf_page" for i in range(6)}, "X": "pdf_page", "Y": "pdf_page", "V": "pdf_page",
+             "U": "pdf_page"}
+    items = {item_id: Item(kind, text=item_id, item_id=item_id) for item_id, kind in kinds.items()}
+    rankings = {f"t{i}": {"dense": [f"t{i}", "Z"], "lexical": ["Z"]} for i in range(6)}
+    rankings |= {f"p{i}": {"dense": [f"p{i}"], "lexical": [f"p{i}"]} for i in range(5)}
+    rankings["p5"] = {"dense": ["X", "Y"], "lexical": odd_lexical}
+    queries = [(f"query for {target}", items[target]) for target in rankings]
+    check = selfcheck.measure(ConstantReranker(), list(items.values()),
+                              lambda query: rankings[query.text.removeprefix("query for ")], kinds.get, len(items),
+                              ("dense", "lexical"), queries=queries)
+    assert check.mrr["dense"] == pytest.approx(11 / 12, abs=1e-4)  # stored rounded to 4 places
+    assert check.weights == ({"*": [1.0, 0.0, 0.0], "pdf_page": [0.0, 1.0, 0.0]} if kept
+                             else {"*": [1.0, 0.0, 0.0]})
+    assert check.mrr["fused"] == pytest.approx(1.0 if kept else (11 + 1 / 5) / 12, abs=1e-4)

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from freeret_rag.items import Item
-from freeret_rag.store import LexicalIndex, Store, collection_name, connect, list_indexes, rrf
+from dataclasses import replace
+
+from freeret_rag.store import LexicalIndex, Store, Substituted, collection_name, connect, list_indexes, rrf
 
 DIM = 16
 
@@ -155,6 +157,31 @@ def test_hybrid_fuses_dense_and_lexical_and_filters(store):
     assert {hit.item.kind for hit in store.search(vectors[3], "ladybird", 5, kinds=["pdf_page"])} == {"pdf_page"}
     assert {hit.item.doc_id for hit in store.search(vectors[0], "subclassing ladybird", 5, doc_ids=["d2"])} == {"d2"}
     assert [hit.item.item_id for hit in store.search(None, "ladybird", 5)] == ["d2:0"]
+
+
+def test_substituted_channels_equal_a_store_that_holds_the_other_content(client, store):
+    """Oracle: a second store built from scratch with items 1 and 3 already replaced; the substituted
+    view of the first must rank every query the same, and the first store must stay as it was."""
+    texts = ["mime magic rules", "subclassing types and aliases", "xml namespaces", "glob patterns of names",
+             "icons for types", "magic bytes at offsets"]
+    items = [replace(item, words=(f"w{n}", "shared")) for n, item in enumerate(doc_items("d1", "spec.pdf", texts))]
+    vectors = add_doc(store, items, seed=0)
+    new_items = [replace(items[1], text="glob rules for magic", words=("w9", "shared")),
+                 replace(items[3], text="xml aliases", words=("w8",))]
+    new_vectors = np.stack([unit(100), 3.0 * unit(101)])  # not unit length: cosine must not care
+    other = Store(client, "tiny/model", "p9")
+    swapped = {1: (new_items[0], new_vectors[0]), 3: (new_items[1], new_vectors[1])}
+    add_doc(other, [swapped.get(n, (item, None))[0] for n, item in enumerate(items)], seed=0)
+    for n, (item, vector) in swapped.items():  # the oracle holds the new vectors too
+        other.collection.update(ids=[item.item_id], embeddings=[vector.tolist()])
+    view = Substituted(store, new_items, new_vectors)
+    for seed, text, words in [(0, "magic", ()), (100, "glob aliases", ("shared",)), (101, "xml", ("w8",)),
+                              (5, "types", ("w1", "w3"))]:
+        query = unit(seed)
+        expected, _ = other.channels(query, text, 4, query_words=words)
+        assert view.channels(query, text, 4, words) == expected
+    assert [i for i, _ in store.lexical.search("subclassing", 5)] == ["d1:1"]  # the index is untouched
+    assert store.dense(vectors[1], 1)[0].item.item_id == "d1:1"
 
 
 def test_delete_removes_exactly_one_document(store):

@@ -116,9 +116,12 @@ def self_checks(engine: Any, library: Any, words: bool, limit: int, log: Callabl
     out: dict[str, Any] = {"all": main, "nowords": None}
     if words and main.measured and "words" in main.channels:
         by_id = {item.item_id: item for item in library.store.all_items()}
-        queries = [(q["query"], by_id[q["target"]]) for q in main.queries if q["target"] in by_id]
+        queries = [(q["query"], by_id[q["target"]],
+                    selfcheck.cloze_item(by_id[q["target"]])[1] if q.get("stand_in") == "cloze" else None)
+                   for q in main.queries if q["target"] in by_id]
         out["nowords"] = selfcheck.measure(
-            engine, list(by_id.values()), lambda query: library.channel_rankings(query, selfcheck.DEPTH),
+            engine, list(by_id.values()),
+            lambda query, replaced=(): library.channel_rankings(query, selfcheck.DEPTH, replaced),
             library.store.kind_of, len(library.store), ("dense", "lexical"), queries=queries)
     return out
 
