@@ -304,6 +304,18 @@ class Store:
             rows = [(k, m, t) for k, (m, t) in self._items.items() if m["doc_id"] == doc_id]
         return sorted((Item.from_metadata(k, m, t) for k, m, t in rows), key=_item_order)
 
+    def vectors(self, doc_id: str) -> dict[str, tuple[str | None, np.ndarray]]:
+        """A complete document's stored vectors: item_id -> (its `kind_version` metadata, or None
+        for an item stored before kinds had one; the vector)."""
+        found: dict[str, tuple[str | None, np.ndarray]] = {}
+        while True:
+            page = self.collection.get(where=_where({"doc_id": doc_id}, {"complete": True}), limit=_PAGE,
+                                       offset=len(found), include=["metadatas", "embeddings"])
+            for item_id, meta, vector in zip(page["ids"], page["metadatas"], page["embeddings"]):
+                found[item_id] = (meta.get("kind_version"), np.asarray(vector, np.float32))
+            if len(page["ids"]) < _PAGE:
+                return found
+
     # -- writing ---------------------------------------------------------------------------------
     def _batches(self, n: int) -> Iterable[slice]:
         step = self.client.get_max_batch_size()  # 5461 for the embedded client
