@@ -12,9 +12,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from freeret_rag import prompts
 from freeret_rag.engine import EngineSettings, FreeRet
+from freeret_rag.items import Item
 from freeret_rag.library import Library
 from freeret_rag.store import list_indexes
 
@@ -90,11 +92,14 @@ def test_a_new_visual_budget_re_embeds_pictures_and_copies_text_chunks(tiny_engi
 
 
 def reindex_with_version(engine: FreeRet, data, version: str, monkeypatch) -> tuple:
-    monkeypatch.setattr(prompts, "PROMPT_VERSION", version)
-    embedded = count_embeddings(engine, monkeypatch)
-    report = Library(engine, data, allow_mismatch=True).reindex()
-    monkeypatch.undo()
-    return report, sum(embedded.values())
+    """Re-index `data` as if PROMPT_VERSION were `version`: (report, items embedded, the library).
+    Only the version and the counting are undone afterwards (wording patched by the caller stays)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(prompts, "PROMPT_VERSION", version)
+        embedded = count_embeddings(engine, patch)
+        library = Library(engine, data, allow_mismatch=True)
+        report = library.reindex()
+    return report, sum(embedded.values()), library
 
 
 def test_prompt_changes_reuse_only_what_they_leave_alone(tiny_engine, tmp_path, monkeypatch):
@@ -105,24 +110,24 @@ def test_prompt_changes_reuse_only_what_they_leave_alone(tiny_engine, tmp_path, 
     assert n > 1
 
     # Only the version string changed: every vector is copied.
-    report, embedded = reindex_with_version(text_model, data, "test-v2", monkeypatch)
+    report, embedded, _ = reindex_with_version(text_model, data, "test-v2", monkeypatch)
     assert (report.reused, embedded, len(report.added)) == (n, 0, 1)
 
     # Another kind's wording changed: the text chunks are still copied.
     monkeypatch.setitem(prompts.KIND_WORDING, "image", prompts.KindWording("the photo", "the photo", "its colours"))
-    report, embedded = reindex_with_version(text_model, data, "test-v3", monkeypatch)
+    report, embedded, _ = reindex_with_version(text_model, data, "test-v3", monkeypatch)
     assert (report.reused, embedded) == (n, 0)
 
     # The query's instruction changed: a query is embedded differently, no item vector is kept.
     wording = prompts.KIND_WORDING["query"]
     monkeypatch.setitem(prompts.KIND_WORDING, "query", prompts.KindWording(wording.noun, wording.modality,
                                                                           "the words the user typed"))
-    report, embedded = reindex_with_version(text_model, data, "test-v4", monkeypatch)
+    report, embedded, _ = reindex_with_version(text_model, data, "test-v4", monkeypatch)
     assert (report.reused, embedded) == (0, n)
 
     # The text's own wording changed: embedded again.
     monkeypatch.setitem(prompts.KIND_WORDING, "text", prompts.KindWording("the note", "the note", "its facts"))
-    report, embedded = reindex_with_version(text_model, data, "test-v5", monkeypatch)
+    report, embedded, _ = reindex_with_version(text_model, data, "test-v5", monkeypatch)
     assert (report.reused, embedded) == (0, n)
 
 
@@ -137,8 +142,33 @@ def test_old_indexes_without_kind_versions_are_re_embedded(tiny_engine, tmp_path
 
     src, data = copy_samples(tmp_path / "in", ["README.md"]), tmp_path / "data"
     [doc] = Library(Older(), data).add([src]).added
-    report, embedded = reindex_with_version(text_model, data, "test-v2", monkeypatch)
+    report, embedded, _ = reindex_with_version(text_model, data, "test-v2", monkeypatch)
     assert (report.reused, embedded) == (0, doc.items)
+
+
+def test_items_without_words_are_re_embedded_for_the_words_channel(tiny_engine, tmp_path, monkeypatch):
+    text_model = tiny_engine("llama")
+    src, data = copy_samples(tmp_path / "in", ["README.md"]), tmp_path / "data"
+    [doc] = Library(text_model, data, words=False).add([src]).added
+    report, embedded, library = reindex_with_version(text_model, data, "test-v2", monkeypatch)
+    assert (report.reused, embedded) == (0, doc.items)
+    assert all(item.words for item in library.items(doc.doc_id))
+
+
+def test_a_document_of_several_kinds_copies_only_the_unchanged_kind(tiny_engine, tmp_path, monkeypatch):
+    auto = tiny_engine("qwen2_vl")
+    full = FreeRet(auto.lm, EngineSettings(visual_budget="full"))
+    picture = tmp_path / "noise.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (600, 700, 3), dtype=np.uint8)).save(picture)  # over the 448 x 448 cap
+    items = [Item("text", text="Ladybirds eat aphids in the garden.", doc_id="mixed", source="notes"),
+             Item("image", images=(str(picture),), doc_id="mixed", source="notes")]
+    data = tmp_path / "data"
+    Library(auto, data).ingest_items("notes", "mixed", items, {"content_hash": "0" * 64, "path": "", "file_type": "x",
+                                                                "added_at": 0.0}, lambda done: None)
+    embedded = count_embeddings(full, monkeypatch)
+    report = Library(full, data, allow_mismatch=True).reindex()
+    assert (report.reused, embedded) == (1, Counter({"image": 1}))
 
 
 def test_another_model_reuses_nothing(tiny_engine, tmp_path, monkeypatch):
