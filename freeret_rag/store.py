@@ -311,7 +311,8 @@ class Store:
         while True:
             page = self.collection.get(where=_where({"doc_id": doc_id}, {"complete": True}), limit=_PAGE,
                                        offset=len(found), include=["metadatas", "embeddings"])
-            for item_id, meta, vector in zip(page["ids"], page["metadatas"], page["embeddings"]):
+            vectors = page["embeddings"] if page["embeddings"] is not None else []
+            for item_id, meta, vector in zip(page["ids"], page["metadatas"] or [{}] * len(page["ids"]), vectors):
                 found[item_id] = (meta.get("kind_version"), np.asarray(vector, np.float32))
             if len(page["ids"]) < _PAGE:
                 return found
