@@ -595,22 +595,18 @@ class Library:
             self.store.put([items[number] for number in rows], np.asarray(vectors)[rows],
                            {**fields, "kind_version": version(kind)})
 
-    def _copy_unchanged(self, source: Store, doc_id: str, items: Sequence[Item], fields: dict[str, Any]) -> set[str]:
-        """Re-index: store (pending) the items of `doc_id` whose vectors `source` holds for the loaded
-        model with the loaded engine's `kind_version` of their kind, copying vector, words and
-        metadata instead of embedding them again. Items stored without a kind_version, or without
-        words where the words channel wants them, are left to be embedded. Returns their ids."""
+    def _reusable(self, source: Store, doc_id: str, items: Sequence[Item]) -> dict[str, np.ndarray]:
+        """Re-index: the vectors `source` holds for items of `doc_id` that need no new embedding:
+        the same model, and the loaded engine's `kind_version` of their kind. Items stored without a
+        kind_version, or without words where the words channel wants them, are left out."""
         version = getattr(self.engine, "kind_version", None)
         if version is None or source.model_id != self.store.model_id:
-            return set()
+            return {}
         stored = source.vectors(doc_id)
         wanted = {kind: version(kind) for kind in {item.kind for item in items}}
         words = self.use_words and hasattr(self.engine, "embed_with_words")
-        copy = [item for item in items if item.item_id in stored and stored[item.item_id][0] == wanted[item.kind]
-                and (item.words or not words)]
-        if copy:
-            self._put(copy, np.stack([stored[item.item_id][1] for item in copy]), self._stored_fields(fields))
-        return {item.item_id for item in copy}
+        return {item.item_id: stored[item.item_id][1] for item in items
+                if item.item_id in stored and stored[item.item_id][0] == wanted[item.kind] and (item.words or not words)}
 
     # -- removing and re-indexing ----------------------------------------------------------------
     @_server_errors
@@ -693,13 +689,27 @@ class Library:
                     fields = {"content_hash": doc.content_hash, "path": doc.path, "file_type": doc.file_type,
                               "added_at": doc.added_at}
                     try:
-                        reused = self._copy_unchanged(source, doc.doc_id, items, fields)
-                        event("item", len(reused), len(items))
+                        reused = self._reusable(source, doc.doc_id, items)
                         rest = [item for item in items if item.item_id not in reused]
+
+                        def store_copies() -> None:  # vector, words and metadata, pending like the rest
+                            copies = [item for item in items if item.item_id in reused]
+                            if copies:
+                                self._put(copies, np.stack([reused[item.item_id] for item in copies]),
+                                          self._stored_fields(fields))
+                            event("item", len(copies), len(items))
+
+                        def copies_then_rest() -> Iterator[Item]:
+                            # The copies are stored once the ingest has begun, so that it commits them
+                            # with what it embeds, as items of this run.
+                            store_copies()
+                            yield from rest
+
                         if rest:
-                            new, note = self.ingest_items(doc.source, doc.doc_id, rest, fields,
+                            new, note = self.ingest_items(doc.source, doc.doc_id, copies_then_rest(), fields,
                                                           lambda done: event("item", len(reused) + done, len(items)))
                         else:  # every vector copied: nothing to embed
+                            store_copies()
                             self.store.commit(doc.doc_id)
                             new, note = self.store.document(doc.doc_id), ""
                     except Exception as error:  # noqa: BLE001 - keep going, keep the old index
