@@ -166,9 +166,16 @@ def test_a_document_of_several_kinds_copies_only_the_unchanged_kind(tiny_engine,
     data = tmp_path / "data"
     Library(auto, data).ingest_items("notes", "mixed", items, {"content_hash": "0" * 64, "path": "", "file_type": "x",
                                                                 "added_at": 0.0}, lambda done: None)
+    old = stored_vectors(Library(auto, data))
     embedded = count_embeddings(full, monkeypatch)
-    report = Library(full, data, allow_mismatch=True).reindex()
+    library = Library(full, data, allow_mismatch=True)
+    report = library.reindex()
     assert (report.reused, embedded) == (1, Counter({"image": 1}))
+    [text, image] = sorted(library.items("mixed"), key=lambda item: item.kind, reverse=True)
+    assert (text.kind, image.kind) == ("text", "image")  # both are in the new index, committed together
+    new = stored_vectors(library)
+    assert np.array_equal(new[text.item_id], old[text.item_id])
+    assert np.allclose(new[text.item_id], full.embed([text])[0], atol=1e-6)
 
 
 def test_another_model_reuses_nothing(tiny_engine, tmp_path, monkeypatch):
