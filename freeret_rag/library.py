@@ -606,7 +606,8 @@ class Library:
         wanted = {kind: version(kind) for kind in {item.kind for item in items}}
         words = self.use_words and hasattr(self.engine, "embed_with_words")
         return {item.item_id: stored[item.item_id][1] for item in items
-                if item.item_id in stored and stored[item.item_id][0] == wanted[item.kind] and (item.words or not words)}
+                if item.item_id in stored and stored[item.item_id][0] == wanted[item.kind]
+                and (item.words or not words)}
 
     # -- removing and re-indexing ----------------------------------------------------------------
     @_server_errors
