@@ -18,7 +18,7 @@ from . import prompts
 from .embed import EmbedPoint, Words, embed_prompts, embed_prompts_with_words
 from .errors import UnsupportedModalityError
 from .inputs import Prompt
-from .items import Answer, Hit, ImageLike, Item, Query, open_image
+from .items import Answer, Hit, ImageLike, Item, ItemKind, Query, open_image
 from .models import FULL_BUDGET, LoadedModel, Stage, VisualBudget, load_model
 from .rerank import match_probabilities
 
@@ -206,6 +206,24 @@ class FreeRet:
         if self.lm.processor is not None and budget != FULL_BUDGET:
             suffix += f"+vis-{budget.tag}"
         return prompts.PROMPT_VERSION + suffix
+
+    def kind_version(self, kind: ItemKind) -> str:
+        """A short hash of what decides the vectors of `kind`'s items besides the model (stored per
+        item, so that a re-index copies the vectors of kinds whose embedding did not change):
+        the words around the item, the query's own prompt (an item vector is only worth keeping
+        if the queries that search it are embedded as before), the read-out point and priors, the
+        text kept per item and, for kinds with pictures on a model that sees them, the image side
+        and the embedding stage's visual budget. `prompt_version`, by contrast, names the whole
+        space, so a change for one kind (or of the budget) re-indexes everything else too."""
+        s = self.settings
+        mark = "\x00"  # stands for the item's text / the query's text in the prompts hashed
+        item = self._item_prompt(Item(kind, text=mark))
+        query = self._query_prompt(Query(mark))
+        parts = [prompts.READOUT_REVISION, kind, item.text, str(item.system), str(item.as_video), query.text,
+                 str(query.system), s.embed_point, str(s.priors), str(s.max_text_chars)]
+        if _MODALITY_OF_KIND[kind] is not None and self.lm.processor is not None:
+            parts += [str(s.max_image_side), self.budget("embed").tag]
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12]
 
     def budget(self, stage: Stage) -> VisualBudget:
         """The visual token budget of `stage` for this model (see `EngineSettings.visual_budget`).

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
+
 from . import fusion, selfcheck
 from .settings import RERANK_K
 from .errors import FreeRetError, IndexMismatchError, IngestError, StoreUnreachableError
@@ -134,6 +136,9 @@ class AddReport:
     #: Re-index: documents the loaded model cannot embed, kept in their old index (Library.waiting).
     waiting: list[Skipped] = field(default_factory=list)
     cancelled: list[Skipped] = field(default_factory=list)  # stopped by a cancel, or never started
+    #: Re-index: items whose vectors were copied from the old index (same model, and their kind's
+    #: embedding unchanged: `FreeRet.kind_version`) instead of embedded again.
+    reused: int = 0
     seconds: float = 0.0
 
     @property
@@ -146,6 +151,9 @@ class AddReport:
         lines += [f"  replaced older version of {doc.source}" for doc in self.replaced]
         lines += [f"  skipped {Path(s.path).name}: {s.reason}" for s in self.skipped]
         lines += [f"  note {Path(s.path).name}: {s.reason}" for s in self.notes]
+        if self.reused:
+            lines.append(f"  {self.reused} item(s) copied from the old index (their kind's embedding did not change), "
+                         f"{self.items - self.reused} embedded")
         if self.waiting:
             lines.append(f"kept {len(self.waiting)} document(s) in the old index, {WAITING_FOR_IMAGES} "
                          "(nothing was deleted; re-index with such a model to search them again):")
@@ -602,8 +610,7 @@ class Library:
         file name and path); pending items this run does not produce are dropped before the commit.
         `cancel`, once set, raises `Cancelled` before the next batch is embedded.
         """
-        fields = {**fields, "model_id": self.store.model_id, "prompt_version": self.store.prompt_version,
-                  "writer": this_writer().to_json()}
+        fields = self._stored_fields(fields)
         batch: list[tuple[Item, Item]] = []
         left_out: Counter[str] = Counter()
         stored = 0
@@ -615,7 +622,7 @@ class Library:
                 raise Cancelled(path, f"cancelled after {stored + sum(left_out.values())} item(s); they are kept, "
                                       f"invisible, and adding the same file again continues from there")
             vectors, keep = self._embed_items(batch)
-            self.store.put(keep, vectors, fields)
+            self._put(keep, vectors, fields)
             for _ in batch:
                 stored += 1
                 on_item(stored + sum(left_out.values()))
@@ -652,6 +659,36 @@ class Library:
         assert doc is not None
         note = ", ".join(f"{n} {kind.replace('_', ' ')}(s)" for kind, n in left_out.items())
         return doc, f"{note} left out: {CANNOT_SEE}" if note else ""
+
+    def _stored_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """A document's fields as every one of its items stores them (with the space and the writer)."""
+        return {**fields, "model_id": self.store.model_id, "prompt_version": self.store.prompt_version,
+                "writer": this_writer().to_json()}
+
+    def _put(self, items: Sequence[Item], vectors: Any, fields: dict[str, Any]) -> None:
+        """Store items pending, each with its kind's embedding identity (`kind_version`), if the engine has one."""
+        version = getattr(self.engine, "kind_version", None)
+        if version is None:
+            self.store.put(items, vectors, fields)
+            return
+        for kind in dict.fromkeys(item.kind for item in items):
+            rows = [number for number, item in enumerate(items) if item.kind == kind]
+            self.store.put([items[number] for number in rows], np.asarray(vectors)[rows],
+                           {**fields, "kind_version": version(kind)})
+
+    def _reusable(self, source: Store, doc_id: str, items: Sequence[Item]) -> dict[str, np.ndarray]:
+        """Re-index: the vectors `source` holds for items of `doc_id` that need no new embedding:
+        the same model, and the loaded engine's `kind_version` of their kind. Items stored without a
+        kind_version, or without words where the words channel wants them, are left out."""
+        version = getattr(self.engine, "kind_version", None)
+        if version is None or source.model_id != self.store.model_id:
+            return {}
+        stored = source.vectors(doc_id)
+        wanted = {kind: version(kind) for kind in {item.kind for item in items}}
+        words = self.use_words and hasattr(self.engine, "embed_with_words")
+        return {item.item_id: stored[item.item_id][1] for item in items
+                if item.item_id in stored and stored[item.item_id][0] == wanted[item.kind]
+                and (item.words or not words)}
 
     # -- removing and re-indexing ----------------------------------------------------------------
     @_server_errors
@@ -792,8 +829,29 @@ class Library:
                     fields = {"content_hash": doc.content_hash, "path": doc.path, "file_type": doc.file_type,
                               "added_at": doc.added_at}
                     try:
-                        new, note = self.ingest_items(doc.source, doc.doc_id, items, fields,
-                                                 lambda done: event("item", done, len(items)))
+                        reused = self._reusable(source, doc.doc_id, items)
+                        rest = [item for item in items if item.item_id not in reused]
+
+                        def store_copies() -> None:  # vector, words and metadata, pending like the rest
+                            copies = [item for item in items if item.item_id in reused]
+                            if copies:
+                                self._put(copies, np.stack([reused[item.item_id] for item in copies]),
+                                          self._stored_fields(fields))
+                            event("item", len(copies), len(items))
+
+                        def copies_then_rest() -> Iterator[Item]:
+                            # The copies are stored once the ingest has begun, so that it commits them
+                            # with what it embeds, as items of this run.
+                            store_copies()
+                            yield from rest
+
+                        if rest:
+                            new, note = self.ingest_items(doc.source, doc.doc_id, copies_then_rest(), fields,
+                                                          lambda done: event("item", len(reused) + done, len(items)))
+                        else:  # every vector copied: nothing to embed
+                            store_copies()
+                            self.store.commit(doc.doc_id)
+                            new, note = self.store.document(doc.doc_id), ""
                     except Exception as error:  # noqa: BLE001 - keep going, keep the old index
                         if self.chroma_url and server_unreachable(error):
                             raise  # stop: the old index is whole and the next run resumes
@@ -809,9 +867,11 @@ class Library:
                         event("skipped", message=reason)
                         continue
                     report.added.append(new)
+                    report.reused += len(reused)
                     if note:
                         report.notes.append(Skipped(doc.path or doc.source, note))
-                    event("added", new.items, new.items, note)
+                    copied = f"{len(reused)} of {new.items} copied unchanged" if reused else ""
+                    event("added", new.items, new.items, "; ".join(part for part in (note, copied) if part))
             with self._writing():
                 self.store.set_status("active")
                 self.mismatch = None

@@ -20,6 +20,9 @@ from typing import Literal
 from .items import ItemKind
 
 PROMPT_VERSION = "freeret-p1"
+# Part of every kind's embedding identity (`FreeRet.kind_version`), which otherwise hashes the
+# prompts' own words: bump it when the read-out itself changes (embed.py), not the wording.
+READOUT_REVISION = "r1"
 
 RerankFraming = Literal["choice", "yesno"]
 

@@ -546,6 +546,19 @@ class Store:
         rows = self._get(_where({"doc_id": doc_id}, {"complete": True}), ["metadatas", "documents"])
         return sorted((Item.from_metadata(k, m, t or "") for k, m, t in rows), key=_item_order)
 
+    def vectors(self, doc_id: str) -> dict[str, tuple[str | None, np.ndarray]]:
+        """A complete document's stored vectors: item_id -> (its `kind_version` metadata, or None
+        for an item stored before kinds had one; the vector)."""
+        found: dict[str, tuple[str | None, np.ndarray]] = {}
+        while True:
+            page = self.collection.get(where=_where({"doc_id": doc_id}, {"complete": True}), limit=_PAGE,
+                                       offset=len(found), include=["metadatas", "embeddings"])
+            vectors = page["embeddings"] if page["embeddings"] is not None else []
+            for item_id, meta, vector in zip(page["ids"], page["metadatas"] or [{}] * len(page["ids"]), vectors):
+                found[item_id] = (meta.get("kind_version"), np.asarray(vector, np.float32))
+            if len(page["ids"]) < _PAGE:
+                return found
+
     # -- writing ---------------------------------------------------------------------------------
     def _batches(self, n: int) -> Iterable[slice]:
         step = self.client.get_max_batch_size()  # 5461 for the embedded client
