@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .cancel import check as check_stop
 from .inputs import Prompt, batches, encode, render, render_reply
 from .models import LoadedModel
 
@@ -108,6 +109,7 @@ def match_probabilities(lm: LoadedModel, prompts: Sequence[Prompt], labels: tupl
     token_ids = label_token_ids(lm, labels)
     out = np.zeros(len(prompts), dtype=np.float64)
     for indices, chunk in batches(prompts, batch_size):
+        check_stop()  # a stopped chat ends its rerank at the next batch
         inputs = encode(lm, chunk, max_image_side=max_image_side)
         hidden = lm.adapter.base_model(lm.model)(**inputs, use_cache=False).last_hidden_state[:, -1, :]
         logits = label_logits(lm, hidden, token_ids).float()
