@@ -317,6 +317,17 @@ def theme():
                           font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"])
 
 
+def chat_view(**overrides: Any):
+    """The chat (a gr.Chatbot): model text and the app's source blocks are messages of their own."""
+    import gradio as gr
+
+    options = dict(elem_id="fr-chat", elem_classes=["fr-chat"], height="68vh", show_label=False,
+                   layout="bubble", buttons=["copy"], feedback_options=None, sanitize_html=True,
+                   placeholder="<h3>Ask about your library</h3><p>Add files on the right, then ask a question. "
+                               "Answers cite their sources [1], [2] … shown under each answer.</p>")
+    return gr.Chatbot(**{**options, **overrides})
+
+
 def build_blocks(app: FreeRetApp):
     import gradio as gr
 
@@ -329,11 +340,7 @@ def build_blocks(app: FreeRetApp):
         gr.HTML(render.header(config.title, app.model_badge()), elem_id="fr-header")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=480):
-                chatbot = gr.Chatbot(
-                    elem_id="fr-chat", elem_classes=["fr-chat"], height="68vh", show_label=False,
-                    layout="bubble", buttons=["copy"], feedback_options=None, sanitize_html=True,
-                    placeholder="<h3>Ask about your library</h3><p>Add files on the right, then ask a question. "
-                                "Answers cite their sources [1], [2] … shown under each answer.</p>")
+                chatbot = chat_view()
                 textbox = gr.MultimodalTextbox(
                     elem_id="fr-question", show_label=False, file_count="single",
                     file_types=["image"] if app.reads_images else None,
@@ -364,7 +371,7 @@ def build_blocks(app: FreeRetApp):
                         table = gr.Dataframe(app.document_rows(), headers=["File", "Type", "Items", "Added"],
                                              datatype=["str", "str", "number", "str"], interactive=False,
                                              elem_id="fr-documents", wrap=True, max_height=320,
-                                             column_widths=["40%", "15%", "15%", "30%"],
+                                             column_widths=["36%", "14%", "14%", "36%"],
                                              show_label=False, buttons=[])
                         chosen = gr.Dropdown(choices=app.document_choices(), value=None, label="Remove a document",
                                              elem_id="fr-delete-choice", interactive=True,
@@ -380,18 +387,19 @@ def build_blocks(app: FreeRetApp):
                         notice = gr.Markdown(elem_id="fr-notice")
                     with gr.Tab("Settings", elem_id="fr-settings-tab"):
                         gr.Markdown(app.model_info(), elem_id="fr-model-info")
-                        top_k = gr.Slider(1, 100, value=config.top_k, step=1, label="Candidates (top-K)",
+                        top_k = gr.Slider(1, 100, value=config.top_k, step=1, label="Candidates (top-K)", elem_id="fr-top-k",
                                           info="Found by the embedding + keyword search")
                         rerank = gr.Checkbox(value=config.rerank, label="Rerank with the model",
                                              info="Slower, more precise: the model judges each candidate")
-                        rerank_k = gr.Slider(1, 50, value=config.rerank_k, step=1, label="Candidates reranked (K)")
+                        rerank_k = gr.Slider(1, 50, value=config.rerank_k, step=1, label="Candidates reranked (K)",
+                                             elem_id="fr-rerank-k")
                         n_sources = gr.Slider(1, 10, value=config.n_sources, step=1, label="Sources in the answer")
-                        fixed_threshold = gr.Checkbox(value=config.min_relevance is not None,
+                        fixed_threshold = gr.Checkbox(value=config.min_relevance is not None, elem_id="fr-fixed-threshold",
                                                       label="Fixed relevance threshold",
                                                       info="Off: the floor the self-check measured on your "
                                                            "library (below)")
                         min_relevance = gr.Slider(0.0, 1.0, value=config.min_relevance or 0.2, step=0.05,
-                                                  label="Relevance threshold",
+                                                  label="Relevance threshold", elem_id="fr-threshold",
                                                   info="With reranking: sources below this match probability "
                                                        "are dropped; if none is left, the app says so")
                         self_check = gr.Markdown(app.self_check_info(), elem_id="fr-self-check")

@@ -57,7 +57,8 @@ def client_for(server, **kwargs):
 def last_bot_text(page) -> str:
     """Text of the newest assistant message, without its sources block."""
     return page.evaluate("""() => {
-        const bots = document.querySelectorAll('#fr-chat .message.bot, #fr-chat [data-testid="bot"]');
+        const groups = document.querySelectorAll('#fr-chat .message.bot');  // an answer and its sources block
+        const bots = groups.length ? groups : document.querySelectorAll('#fr-chat [data-testid="bot"]');
         if (!bots.length) return '';
         const node = bots[bots.length - 1].cloneNode(true);
         node.querySelectorAll('.fr-sources, .fr-status, .sr-only, [data-testid="status-tracker"]')
