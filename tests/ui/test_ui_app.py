@@ -489,3 +489,17 @@ def test_delete_says_what_goes_and_removes_the_kept_copy(make_app, media):
     assert app.delete_preview(None) == "" and app.documents()  # asking deletes nothing
     assert app.delete(doc.doc_id) == "Deleted garden-guide.pdf."
     assert not kept.exists()  # nothing deleted stays reachable through the file route
+
+
+def test_a_stop_flag_ends_any_generation_at_the_next_token(tiny_engine):
+    """Also generation that no chat loop reads token by token (the follow-up rewrite)."""
+    from freeret_rag import cancel
+    from freeret_rag.answer import rewrite_prompt, stream_generate
+
+    prompt = rewrite_prompt("what do they eat?", [{"role": "user", "content": "Which beetles eat aphids?"}])
+    full = list(stream_generate(tiny_engine.lm, prompt, 30, 256, threading.Lock(), stop_loops=False))
+    flag = threading.Event()
+    flag.set()
+    with cancel.stop_scope(flag):
+        stopped = list(stream_generate(tiny_engine.lm, prompt, 30, 256, threading.Lock(), stop_loops=False))
+    assert len(full) >= 10 and len(stopped) <= 1
