@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ui_harness import (GUIDE_PAGES, AppServer, artifacts_dir, browser_page, browser_skip_reason, make_pdf,
+from ui_harness import (GUIDE_PAGES, AppServer, artifacts_dir, browser_page, browser_skip_reason, make_pdf, model_app,
                         screenshot, shared_samples)
 
 pytestmark = [pytest.mark.slow]
@@ -42,9 +42,7 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def server(fluent_vlm_dir, tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("app-data")
-    with AppServer(["--model", str(fluent_vlm_dir), "--data-dir", str(data_dir), *SERVER_FLAGS],
-                   log_name="app-e2e.log") as app:
+    with model_app(fluent_vlm_dir, tmp_path_factory.mktemp("app-data"), SERVER_FLAGS, "app-e2e.log") as app:
         yield app
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from ui_harness import GUIDE_PAGES, AppServer, artifacts_dir, browser_page, free_port, make_pdf, screenshot, shared_samples
+from ui_harness import (GUIDE_PAGES, artifacts_dir, browser_page, free_port, make_pdf, model_app, screenshot,
+                        shared_samples)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.usefixtures("browser_available")]
 
@@ -52,9 +53,7 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def server(fluent_vlm_dir, tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("app-data13")
-    with AppServer(["--model", str(fluent_vlm_dir), "--data-dir", str(data_dir), *SERVER_FLAGS],
-                   log_name="app-chat13.log") as app:
+    with model_app(fluent_vlm_dir, tmp_path_factory.mktemp("app-data13"), SERVER_FLAGS, "app-chat13.log") as app:
         yield app
 
 
