@@ -406,9 +406,11 @@ def build_blocks(app: FreeRetApp):
 
         settings = [top_k, rerank, rerank_k, n_sources, min_relevance, fixed_threshold]
 
-        def refresh():
+        def refresh(current=None):
+            """The listing again; the document picked for deletion stays picked while it exists."""
             choices = app.document_choices()
-            return (app.library_summary(), app.document_rows(), gr.update(choices=choices, value=None),
+            kept = current if current in {doc_id for _, doc_id in choices} else None
+            return (app.library_summary(), app.document_rows(), gr.update(choices=choices, value=kept),
                     app.reindex_notice(), gr.update(visible=app.library.needs_reindex), app.self_check_info())
 
         listing = [summary, table, chosen, warning, reindex, self_check]
@@ -452,37 +454,46 @@ def build_blocks(app: FreeRetApp):
                            show_progress="hidden", concurrency_id="uploads", concurrency_limit=None
                            ).then(run_ingest, inputs=batch, outputs=[progress, summary, table, chosen], api_name=False,
                                   show_progress="hidden", **model_events
-                                  ).then(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
+                                  ).then(refresh, inputs=chosen, outputs=listing, api_name=False, queue=False, show_progress="hidden")
+
+        # Delete asks first, naming what goes; "Yes" deletes the document it named (`asked`), even if
+        # another one is picked meanwhile; picking another one closes the question.
+        asked = gr.State(None)
 
         def run_delete(doc_id):
-            return app.delete(doc_id), gr.update(visible=False)
+            return app.delete(doc_id), gr.update(visible=False), None
 
         def ask_delete(doc_id):
             preview = app.delete_preview(doc_id)
             if not preview:
-                return gr.update(visible=False), "", "Choose a document to delete."
-            return gr.update(visible=True), preview, ""
+                return gr.update(visible=False), "", "Choose a document to delete.", None
+            return gr.update(visible=True), preview, "", doc_id
 
-        delete.click(ask_delete, inputs=chosen, outputs=[confirm_box, confirm_text, notice], api_name=False,
+        def close_question():
+            return gr.update(visible=False), None
+
+        delete.click(ask_delete, inputs=chosen, outputs=[confirm_box, confirm_text, notice, asked], api_name=False,
                      queue=False, show_progress="hidden")
-        confirm_no.click(lambda: gr.update(visible=False), outputs=confirm_box, api_name=False, queue=False,
+        confirm_no.click(close_question, outputs=[confirm_box, asked], api_name=False, queue=False,
                          show_progress="hidden")
-        confirm_yes.click(run_delete, inputs=chosen, outputs=[notice, confirm_box], api_name=False, **model_events
-                          ).then(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
-        chosen.change(lambda: gr.update(visible=False), outputs=confirm_box, api_name=False, queue=False,
-                      show_progress="hidden")
+        confirm_yes.click(run_delete, inputs=asked, outputs=[notice, confirm_box, asked], api_name=False,
+                          **model_events
+                          ).then(refresh, inputs=chosen, outputs=listing, api_name=False, queue=False, show_progress="hidden")
+        chosen.input(close_question, outputs=[confirm_box, asked], api_name=False, queue=False,
+                     show_progress="hidden")
 
         def select_row(event):
             docs = app.documents()
             row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
-            return docs[row].doc_id if 0 <= row < len(docs) else None
+            return (docs[row].doc_id if 0 <= row < len(docs) else None), *close_question()
 
         select_row.__annotations__ = {"event": gr.SelectData}  # Gradio injects the event by this type
 
         reindex.click(run_reindex, outputs=progress, api_name=False, show_progress="hidden", **model_events
-                      ).then(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
+                      ).then(refresh, inputs=chosen, outputs=listing, api_name=False, queue=False, show_progress="hidden")
 
-        table.select(select_row, outputs=chosen, api_name=False, queue=False, show_progress="hidden")
+        table.select(select_row, outputs=[chosen, confirm_box, asked], api_name=False, queue=False,
+                     show_progress="hidden")
 
         # The question shows at once; the answer waits for the model's queue slot. The textbox is
         # locked meanwhile so that one session never streams two answers into the same chat; Stop

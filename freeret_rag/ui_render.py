@@ -68,7 +68,7 @@ CSS = """
 .fr-bar > div {height:100%; background:var(--color-accent); transition:width .2s;}
 .fr-warning {border:1px solid #e0b252; background:rgba(224,178,82,.12); border-radius:8px; padding:.5rem .7rem;
   font-size:.85rem; margin-bottom:.4rem;}
-.fr-collapse:not(:has(.fr-warning, .fr-progress)) {display:none !important;}
+.fr-collapse:not(:has(.fr-warning)):not(:has(.fr-progress)) {display:none !important;}  /* no comma: Gradio scopes selector lists */
 #fr-documents th .header, #fr-documents .body-cell:not([data-col="0"]) span {white-space:nowrap !important;
   overflow:visible !important; text-overflow:clip !important;}
 #fr-documents th, #fr-documents .body-cell {font-size:.8rem !important;}

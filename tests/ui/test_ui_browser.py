@@ -155,6 +155,7 @@ def test_browser_upload_ask_stream_sources_delete(server, corpus):
         page.wait_for_function("""() => (document.querySelector('#fr-delete-choice input') || {}).value
                                    ?.includes('garden-guide.pdf')""", timeout=20_000)
         page.click("#fr-delete")
+        page.click("#fr-delete-yes")  # Delete asks first
         page.wait_for_function("() => !document.querySelector('#fr-documents').innerText.includes('garden-guide.pdf')",
                                timeout=60_000)
         assert "Deleted garden-guide.pdf" in page.inner_text("#fr-notice")
