@@ -9,7 +9,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from . import prompts
+from . import cancel, prompts
 from .inputs import Prompt, encode, sample_frames
 from .items import Hit, ImageLike, open_image
 from .models import FULL_BUDGET, LoadedModel, VisualBudget
@@ -22,13 +22,38 @@ _REFERRING = frozenset(
     "former latter above previous earlier same else also more another other".split())
 
 
+# A bracketed number is a model-invented reference, not a citation, when it is a Markdown link
+# ("[1](https://...)"), a reference definition ("[1]: https://...") or a line of a reference list
+# that names a web address ("[1] https://en.wikipedia.org/...", "[2] wikipedia.org - Canberra").
+_WEB_ADDRESS = re.compile(r"https?://|www\.|\b[\w-]+\.(?:org|com|net|edu|gov|io|info)\b", re.I)
+
+
+def citation_spans(text: str, num_sources: int) -> list[tuple[int, int, list[int]]]:
+    """(start, end, numbers) of every real citation in `text`: [n], [n, m] or [n; m] whose numbers
+    all name one of the `num_sources` sources. A number the model itself made a web reference of
+    (a link "[1](https://...)", a reference-list line "[1] https://en.wikipedia.org/...") is that
+    invented reference everywhere in the text, so none of its mentions is a citation."""
+    found, invented = [], set()
+    for match in CITATION.finditer(text):
+        numbers = [int(n) for n in re.split(r"\s*[,;]\s*", match.group(1))]
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        line_end = text.find("\n", match.end())
+        line = text[line_start: len(text) if line_end < 0 else line_end]
+        if text.startswith("(", match.end()) or (  # a Markdown link, or a reference-list entry
+                re.fullmatch(r"[\s*>+-]*", text[line_start:match.start()]) and _WEB_ADDRESS.search(line)):
+            invented.update(numbers)
+        elif all(1 <= n <= num_sources for n in numbers):
+            found.append((match.start(), match.end(), numbers))
+    return [span for span in found if not invented & set(span[2])]
+
+
 def parse_citations(text: str, num_sources: int) -> list[int]:
-    """Source numbers cited as [n], [n, m] or [n][m], in first-mention order, within 1..num_sources."""
+    """Source numbers cited as [n], [n, m] or [n][m], in first-mention order, within 1..num_sources
+    (invented references, see `citation_spans`, are not citations)."""
     cited: list[int] = []
-    for group in CITATION.findall(text):
-        for number in re.split(r"\s*[,;]\s*", group):
-            value = int(number)
-            if 1 <= value <= num_sources and value not in cited:
+    for _, _, numbers in citation_spans(text, num_sources):
+        for value in numbers:
+            if value not in cited:
                 cited.append(value)
     return cited
 
@@ -184,12 +209,15 @@ def stream_generate(lm: LoadedModel, prompt: Prompt, max_new_tokens: int, max_im
 
     Generation runs in a worker thread that holds `lock` (the model's) for exactly as long as
     it runs, so the reader may resume this generator from any thread (Gradio does). Closing the
-    generator early stops generation at the next token instead of running to max_new_tokens.
+    generator early, or setting the calling thread's stop flag (`cancel.stop_scope`), stops
+    generation at the next token instead of running to max_new_tokens.
     """
     from transformers import StoppingCriteriaList
 
     inputs = encode(lm, [prompt], max_image_side=max_image_side, with_positions=False, budget=budget)
     criteria = [_StopWhenSet(reader_gone := threading.Event())]
+    if (stop := cancel.current()) is not None:  # the user's Stop ends generation at the next token
+        criteria.append(_StopWhenSet(stop))
     if stop_loops:
         criteria.append(_StopOnLoop(inputs["input_ids"].shape[1]))
     streamer = TokenStreamer(lm.tokenizer)

@@ -6,6 +6,8 @@
 - `sources`  the sources the answer will cite, as soon as they are known (`event.sources`)
 - `token`    the answer text so far (`event.text` grows with every event)
 - `answer`   last event of a grounded answer: `event.answer` is the finished `Answer`
+- `stopped`  last event when the caller's stop flag was set: `event.text` is the answer so far
+             (maybe empty), `event.sources` what it was written from
 - `nothing`  last event when the library holds nothing relevant: the app says so, never invents
 - `error`    last event when something went wrong that the user can act on (`event.text`)
 
@@ -13,6 +15,8 @@ The whole pipeline runs in one dedicated worker thread (`relay.run_in_thread`): 
 serialises model calls with a lock held for the life of a streamed answer, and a UI (Gradio) may
 resume a generator from a different thread at every step. Running the work in one thread keeps
 lock ownership sane; closing the generator (a browser went away) stops the work at the next event.
+A stop flag (`respond(..., stop=event)`, the Stop button) ends the rerank at its next batch and
+generation at its next token (`cancel`), and the turn ends with a `stopped` event.
 
 `for_spaces(engine)` wraps the engine's model calls in `spaces.GPU` when the `spaces` package is
 installed (Hugging Face ZeroGPU), splitting long indexing jobs into several short GPU calls.
@@ -21,17 +25,18 @@ installed (Hugging Face ZeroGPU), splitting long indexing jobs into several shor
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Literal, Sequence
 
-from . import settings
+from . import cancel, settings
 from .errors import FreeRetError
 from .items import Answer, Hit, ImageLike, Query
 from .relay import run_in_thread
 
 log = logging.getLogger(__name__)
 
-EventKind = Literal["status", "sources", "token", "answer", "nothing", "error"]
+EventKind = Literal["status", "sources", "token", "answer", "stopped", "nothing", "error"]
 
 NOTHING_IN_LIBRARY = ("Your library is empty, so there is nothing to answer from yet. "
                       "Add PDFs, images or videos in the Library panel, then ask again.")
@@ -137,7 +142,16 @@ def _library_is_empty(library: Any) -> bool:
 
 
 def _pipeline(library: Any, engine: Any, question: str, image: ImageLike | None, history: list[dict],
-              settings: ChatSettings) -> Iterator[ChatEvent]:
+              settings: ChatSettings, stop: threading.Event | None = None) -> Iterator[ChatEvent]:
+    with cancel.stop_scope(stop):
+        try:
+            yield from _steps(library, engine, question, image, history, settings, stop or threading.Event())
+        except cancel.Stopped:
+            yield ChatEvent("stopped")
+
+
+def _steps(library: Any, engine: Any, question: str, image: ImageLike | None, history: list[dict],
+           settings: ChatSettings, stop: threading.Event) -> Iterator[ChatEvent]:
     question = (question or "").strip()
     if not question and image is None:
         yield ChatEvent("error", EMPTY_QUESTION)
@@ -158,10 +172,12 @@ def _pipeline(library: Any, engine: Any, question: str, image: ImageLike | None,
     if history:
         yield ChatEvent("status", "Reading the conversation ...")
         query_text = engine.standalone_query(question, history) or question
+    cancel.check()
     yield ChatEvent("status", "Searching your library ...", query=query_text)
     floor = relevance_floor(settings, library)
     hits = library.search(Query(query_text, image), k=settings.top_k, rerank=settings.rerank,
                           rerank_k=settings.rerank_k, score_head=floor is not None)
+    cancel.check()
     sources = select_sources(hits, settings, floor)
     if not sources:
         yield ChatEvent("nothing", NOTHING_RELEVANT, query=query_text)
@@ -170,26 +186,36 @@ def _pipeline(library: Any, engine: Any, question: str, image: ImageLike | None,
     yield ChatEvent("status", "Writing the answer ...", sources=sources, query=query_text)
 
     text = ""
-    for text in engine.answer_stream(question, sources, history, image):
+    stream = engine.answer_stream(question, sources, history, image)
+    for piece in stream:
+        if stop.is_set():  # what was shown is the answer; words still queued are dropped
+            stream.close()
+            break
+        text = piece
         yield ChatEvent("token", text, sources=sources, query=query_text)
     from .answer import parse_citations, trim_loop
 
     text = trim_loop(text.strip())  # generation stops on a loop; the final answer keeps one copy
-
     answer = Answer(text=text, sources=list(sources), cited=parse_citations(text, len(sources)),
                     retrieval_query=query_text)
-    yield ChatEvent("answer", text, sources=list(sources), answer=answer, query=query_text)
+    yield ChatEvent("stopped" if stop.is_set() else "answer", text, sources=list(sources), answer=answer,
+                    query=query_text)
 
 
 def respond(library: Any, engine: Any, question: str, image: ImageLike | None = None,
-            history: Sequence[dict] | None = None, settings: ChatSettings = ChatSettings()) -> Iterator[ChatEvent]:
+            history: Sequence[dict] | None = None, settings: ChatSettings = ChatSettings(),
+            stop: threading.Event | None = None) -> Iterator[ChatEvent]:
     """Answer `question` (optionally with an image) from `library`, streaming `ChatEvent`s.
 
     Errors the user can act on (FreeRetError: unsupported input, index mismatch, ...) become a
-    final `error` event; anything else propagates.
+    final `error` event; anything else propagates. Setting `stop` ends the turn with a `stopped`
+    event within a rerank batch or a generated token.
     """
     history = plain_history(history)
-    events = run_in_thread(lambda: _pipeline(library, engine, question, image, history, settings))
+    if stop is not None and stop.is_set():  # stopped while it waited for the model
+        yield ChatEvent("stopped")
+        return
+    events = run_in_thread(lambda: _pipeline(library, engine, question, image, history, settings, stop))
     try:
         yield from events
     except FreeRetError as error:

@@ -191,10 +191,23 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def recorded_model(args: argparse.Namespace) -> str | None:
+    """The model the library's index was built with (its vectors only match that model's), or None
+    when there is no index yet."""
+    from .library import Library
+
+    try:
+        return Library(None, args.data_dir, args.chroma_url).store.model_id
+    except FreeRetError:
+        return None
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from .items import Query
 
     rerank = settings.read_flags(args, ("rerank", "rerank_k"))
+    if not args.model:  # search with the model the index was built with, not the machine's default
+        args.model = recorded_model(args)
     library = open_library(args)
     doc_ids = resolve_documents(library, args.doc) if args.doc else None
     hits = library.search(Query(args.query, image=args.image), k=args.k, kinds=args.kind or None, doc_ids=doc_ids,

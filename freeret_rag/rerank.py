@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .cancel import check as check_stop
 from .inputs import Prompt, encoded_batches, render, render_reply
 from .models import FULL_BUDGET, LoadedModel, VisualBudget
 
@@ -111,6 +112,7 @@ def match_probabilities(lm: LoadedModel, prompts: Sequence[Prompt], labels: tupl
     token_ids = label_token_ids(lm, labels)
     out = np.zeros(len(prompts), dtype=np.float64)
     for indices, inputs in encoded_batches(lm, prompts, batch_size, max_image_side, budget):
+        check_stop()  # a stopped chat ends its rerank at the next batch
         hidden = lm.adapter.base_model(lm.model)(**inputs, use_cache=False).last_hidden_state[:, -1, :]
         logits = label_logits(lm, hidden, token_ids).float()
         out[indices] = torch.softmax(logits, dim=-1)[:, 0].cpu().numpy()

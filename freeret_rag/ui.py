@@ -16,11 +16,13 @@ Stop button, an API client's cancel) stops its indexing at the next batch. Per-s
 
 from __future__ import annotations
 
+import contextlib
+import html
 import shutil
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from .errors import FreeRetError
 from .items import Hit
 from .settings import MIN_RELEVANCE, N_SOURCES, RERANK, RERANK_K, TOP_K
 from .ui_render import CSS, FileStatus, render_progress
-from .ui_uploads import IngestResult, ingest_files, received_copies, reindex_library
+from .ui_uploads import IngestResult, index_pending, ingest_files, received_copies, reindex_library, triage
 
 __all__ = ["CSS", "FileStatus", "FreeRetApp", "IngestResult", "build_blocks", "launch", "launch_options",
            "render_progress", "theme"]
@@ -65,6 +67,7 @@ class FreeRetApp:
         self.watchers: list[Any] = []  # watched folders (watch.py), shared by every session
         for folder in config.watch:
             self.watch_folder(folder, from_browser=False)
+        self._stop_flags: dict[str, threading.Event] = {}  # browser session -> its answer's stop flag
 
     # -- what the model is --------------------------------------------------------------------
     @property
@@ -126,6 +129,25 @@ class FreeRetApp:
         return ingest_files(self.library, paths, self.config.upload_dir, self.config.max_upload_bytes,
                             self.reads_images)
 
+    def triage(self, paths: Iterable[str | Path]) -> tuple[IngestResult, list[tuple[int, Path]]]:
+        """Every upload's outcome known without the model (refused, already in the library) and the
+        files left to index (ui_uploads.triage)."""
+        return triage(self.library, paths, self.config.max_upload_bytes, self.reads_images)
+
+    def index_pending(self, result: IngestResult, pending: Iterable[tuple[int, Path]]) -> Iterator[IngestResult]:
+        return index_pending(self.library, result, pending, self.config.upload_dir)
+
+    def delete_preview(self, doc_id: str | None) -> str:
+        """What Delete will remove, in words (the confirmation), or "" when nothing is chosen."""
+        doc = self.library.document(doc_id) if doc_id else None
+        return render.delete_preview(doc, self._kept_copy(doc) is not None) if doc is not None else ""
+
+    def _kept_copy(self, doc: Any) -> Path | None:
+        """The app's own copy of an uploaded file (under upload_dir), if `doc` is one."""
+        path = Path(getattr(doc, "path", "") or "")
+        upload_dir = self.config.upload_dir.resolve()
+        return path if path.is_file() and upload_dir in path.resolve().parents else None
+
     def delete(self, doc_id: str | None) -> str:
         if not doc_id:
             return "Choose a document to delete."
@@ -140,6 +162,21 @@ class FreeRetApp:
         if received is not None:  # Gradio's own copy of the upload goes too (its URL answers 404)
             shutil.rmtree(received, ignore_errors=True)
         return f"Deleted {doc.source}."
+
+    # -- stopping an answer (per browser session) -----------------------------------------------------
+    def new_stop_flag(self, session: str) -> threading.Event:
+        """A fresh stop flag for the session's next answer."""
+        flag = self._stop_flags[session] = threading.Event()
+        return flag
+
+    def stop_flag(self, session: str) -> threading.Event | None:
+        return self._stop_flags.get(session)
+
+    def stop(self, session: str) -> None:
+        """The Stop button: the session's answer ends within a rerank batch or a token."""
+        flag = self._stop_flags.get(session)
+        if flag is not None:
+            flag.set()
 
     def reindex_notice(self) -> str:
         if not self.library.needs_reindex:
@@ -232,7 +269,7 @@ class FreeRetApp:
              top_k: float = TOP_K, rerank: bool = RERANK, rerank_k: float = RERANK_K, n_sources: float = N_SOURCES,
              min_relevance: float | None = MIN_RELEVANCE, fixed_threshold: bool | None = None,
              ) -> Iterator[tuple[list, list, Any]]:
-        """One whole turn (the /chat API): yields (chatbot messages, plain history, textbox value).
+        """One whole turn: yields (chatbot messages, plain history, textbox value).
 
         `min_relevance` None is "auto" (the library's measured floor); `fixed_threshold` False
         (the Settings checkbox unticked) ignores the slider's value and uses "auto" too.
@@ -243,49 +280,106 @@ class FreeRetApp:
                                                  min_relevance, fixed_threshold):
             yield chatbot, history, None
 
+    def api_chat(self, message: dict | str | None, chatbot: list | None, top_k: float = TOP_K,
+                 rerank: bool = RERANK, rerank_k: float = RERANK_K, n_sources: float = N_SOURCES,
+                 min_relevance: float | None = MIN_RELEVANCE, fixed_threshold: bool | None = None,
+                 ) -> Iterator[tuple[list, list[dict], Any]]:
+        """The /chat API: the conversation is exactly `chatbot` (the messages passed in, nothing a
+        session remembers); yields (chatbot messages, sources as data, textbox value)."""
+        history = history_from_messages(chatbot)
+        chatbot, pending = self.add_user_turn(message, chatbot)
+        yield list(chatbot), [], None
+        for chatbot, _, sources in self._turn(pending, chatbot, history, top_k, rerank, rerank_k, n_sources,
+                                              min_relevance, fixed_threshold):
+            yield chatbot, sources, None
+
     def answer_turn(self, pending: dict | None, chatbot: list | None, history: list | None,
                     top_k: float = TOP_K, rerank: bool = RERANK, rerank_k: float = RERANK_K,
                     n_sources: float = N_SOURCES, min_relevance: float | None = MIN_RELEVANCE,
-                    fixed_threshold: bool | None = None) -> Iterator[tuple[list, list]]:
-        """Stream the answer into the last (placeholder) message: yields (chatbot, plain history)."""
+                    fixed_threshold: bool | None = None, stop: threading.Event | None = None,
+                    ) -> Iterator[tuple[list, list]]:
+        """Stream the answer in place of the last (placeholder) message: yields (chatbot, plain history).
+        Setting `stop` ends it within a rerank batch or a token, keeping what was written."""
+        for chatbot, history, _ in self._turn(pending, chatbot, history, top_k, rerank, rerank_k, n_sources,
+                                              min_relevance, fixed_threshold, stop):
+            yield chatbot, history
+
+    def waiting_for_reindex(self) -> str:
+        """What the chat says while every document waits for a re-index with this model ("" otherwise)."""
+        if not self.library.needs_reindex or self.library.documents():
+            return ""
+        return render.reindex_waiting(self.library.others, self.engine.model_id)
+
+    def _turn(self, pending: dict | None, chatbot: list | None, history: list | None, top_k: float,
+              rerank: bool, rerank_k: float, n_sources: float, min_relevance: float | None,
+              fixed_threshold: bool | None, stop: threading.Event | None = None,
+              ) -> Iterator[tuple[list, list, list[dict]]]:
+        """(chatbot, plain history, sources as data) after every change of the answer."""
         chatbot = list(chatbot or [])
         history = plain_history(history)
         if not pending:
-            yield chatbot, history
+            yield chatbot, history, []
             return
         question, image = pending["text"], pending.get("image")
         threshold = None if fixed_threshold is False or min_relevance is None else float(min_relevance)
         settings = ChatSettings(top_k=int(top_k), rerank=bool(rerank), rerank_k=int(rerank_k),
                                 n_sources=int(n_sources), min_relevance=threshold)
-        chatbot[-1] = {"role": "assistant", "content": render.status_html("Thinking ...")}
-        yield list(chatbot), history
+        base = max(len(chatbot) - 1, 0)  # the placeholder: the answer's messages replace it
+        waiting = self.waiting_for_reindex()
+        if waiting:
+            chatbot[base:] = [{"role": "assistant", "content": waiting}]
+            yield list(chatbot), history, []
+            return
+        chatbot[base:] = [{"role": "assistant", "content": render.status_html("Thinking ...")}]
+        yield list(chatbot), history, []
 
         started = time.monotonic()
         first_token = None
         final_text = ""
         originals: dict[str, str] = {}
         shown_docs: set[str] | None = None
-        for event in respond(self.library, self.engine, question, image, history, settings):
+        data: list[dict] = []
+        for event in respond(self.library, self.engine, question, image, history, settings, stop):
             docs = {hit.item.doc_id for hit in event.sources}
             if docs != shown_docs:  # look the files up once per set of sources, not per token
                 shown_docs, originals = docs, (self.source_files(event.sources) if docs else {})
             note = ""
             if event.kind == "token" and first_token is None:
                 first_token = time.monotonic() - started
-            elif event.kind == "answer":
-                final_text = event.text.strip() or EMPTY_ANSWER
-                note = f"answered in {time.monotonic() - started:.1f} s" + (
-                    f", first words after {first_token:.1f} s" if first_token else "")
+            elif event.kind in ("answer", "stopped"):
+                final_text = event.text.strip() or (EMPTY_ANSWER if event.kind == "answer" else "")
+                took = time.monotonic() - started
+                note = (f"answered in {took:.1f} s" if event.kind == "answer" else f"stopped after {took:.1f} s") \
+                    + (f", first words after {first_token:.1f} s" if first_token else "")
             elif event.kind in ("nothing", "error"):
                 final_text = event.text if event.kind == "nothing" else ""
-            body = render.chat_message(event, originals, note)
-            if body is None:
+            if event.sources:
+                cited = event.answer.cited if event.answer else ()
+                data = render.sources_data(event.sources, originals, cited)
+            bodies = render.chat_messages(event, originals, note)
+            if bodies is None:
                 continue
-            chatbot[-1] = {"role": "assistant", "content": body}
-            yield list(chatbot), history
+            chatbot[base:] = [{"role": "assistant", "content": body} for body in bodies]
+            yield list(chatbot), history, data
         if final_text:
             history = history + turn(question, final_text)
-        yield list(chatbot), history
+        yield list(chatbot), history, data
+
+
+def history_from_messages(messages: Sequence[Any] | None) -> list[dict]:
+    """The conversation held in chat messages (what an API caller passes): the questions and the
+    model's answers as plain text; the app's own messages (status, sources, notices) left out."""
+    kept = []
+    for message in messages or ():
+        if not isinstance(message, dict):
+            message = {"role": getattr(message, "role", None), "content": getattr(message, "content", None)}
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+        if not isinstance(content, str) or render.is_app_html(content):
+            continue
+        kept.append({"role": message.get("role"), "content": html.unescape(content).replace("▍", "")})
+    return plain_history(kept)
 
 
 # -- Gradio wiring ---------------------------------------------------------------------------------
@@ -297,6 +391,17 @@ def theme():
                     "Arial", "sans-serif"]
     return gr.themes.Soft(primary_hue="indigo", secondary_hue="slate", neutral_hue="slate", font=system_fonts,
                           font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"])
+
+
+def chat_view(**overrides: Any):
+    """The chat (a gr.Chatbot): model text and the app's source blocks are messages of their own."""
+    import gradio as gr
+
+    options = dict(elem_id="fr-chat", elem_classes=["fr-chat"], height="68vh", show_label=False,
+                   layout="bubble", buttons=["copy"], feedback_options=None, sanitize_html=True,
+                   placeholder="<h3>Ask about your library</h3><p>Add files on the right, then ask a question. "
+                               "Answers cite their sources [1], [2] … shown under each answer.</p>")
+    return gr.Chatbot(**{**options, **overrides})
 
 
 def build_blocks(app: FreeRetApp):
@@ -312,11 +417,7 @@ def build_blocks(app: FreeRetApp):
         gr.HTML(render.header(config.title, app.model_badge()), elem_id="fr-header")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=480):
-                chatbot = gr.Chatbot(
-                    elem_id="fr-chat", elem_classes=["fr-chat"], height="68vh", show_label=False,
-                    layout="bubble", buttons=["copy"], feedback_options=None, sanitize_html=True,
-                    placeholder="<h3>Ask about your library</h3><p>Add files on the right, then ask a question. "
-                                "Answers cite their sources [1], [2] … shown under each answer.</p>")
+                chatbot = chat_view()
                 textbox = gr.MultimodalTextbox(
                     elem_id="fr-question", show_label=False, file_count="single",
                     file_types=["image"] if app.reads_images else None,
@@ -327,27 +428,40 @@ def build_blocks(app: FreeRetApp):
                 with gr.Row():
                     new_chat = gr.Button("New chat", size="sm", variant="secondary", elem_id="fr-new-chat",
                                          scale=0, min_width=120)
+                    stop = gr.Button("Stop", size="sm", variant="stop", elem_id="fr-stop", scale=0, min_width=120,
+                                     visible=False)
             with gr.Column(scale=2, min_width=340):
                 with gr.Tabs():
                     with gr.Tab("Library", elem_id="fr-library-tab"):
-                        files = gr.File(label="Add files", file_count="multiple", elem_id="fr-upload",
-                                        file_types=app.supported_extensions(), height=140)
+                        # No file_types filter: the browser would drop other files silently (or show a
+                        # bare "Error"); every file gets a line with its outcome and reason instead.
+                        files = gr.File(label="Add files", file_count="multiple", elem_id="fr-upload", height=140)
                         folder = gr.UploadButton("Add a folder", file_count="directory", size="sm",
                                                  elem_id="fr-upload-folder", variant="secondary")
-                        warning = gr.HTML(app.reindex_notice(), elem_id="fr-reindex-notice", min_height=0, padding=False)
+                        warning = gr.HTML(app.reindex_notice(), elem_id="fr-reindex-notice", min_height=0, padding=False,
+                                          elem_classes=["fr-collapse"])
                         reindex = gr.Button("Re-index with this model", variant="primary", size="sm",
                                             elem_id="fr-reindex", visible=app.library.needs_reindex)
-                        progress = gr.HTML(elem_id="fr-progress", min_height=0, padding=False)
+                        progress = gr.HTML(elem_id="fr-progress", min_height=0, padding=False,
+                                           elem_classes=["fr-collapse"])
                         stop = gr.Button("Stop indexing", size="sm", variant="secondary", elem_id="fr-stop")
                         summary = gr.HTML(app.library_summary(), elem_id="fr-summary", min_height=0, padding=False)
                         table = gr.Dataframe(app.document_rows(), headers=["File", "Type", "Items", "Added", "Note"],
                                              datatype=["str", "str", "number", "str", "str"], interactive=False,
                                              elem_id="fr-documents", wrap=True, max_height=320,
+                                             column_widths=["36%", "14%", "14%", "36%"],
                                              show_label=False, buttons=[])
                         chosen = gr.Dropdown(choices=app.document_choices(), value=None, label="Remove a document",
                                              elem_id="fr-delete-choice", interactive=True,
                                              info="Pick one here or click its row in the table")
                         delete = gr.Button("Delete from library", variant="stop", elem_id="fr-delete", size="sm")
+                        with gr.Group(visible=False, elem_id="fr-delete-confirm") as confirm_box:
+                            confirm_text = gr.HTML(elem_id="fr-delete-what", padding=False)
+                            with gr.Row():
+                                confirm_yes = gr.Button("Yes, delete", variant="stop", size="sm",
+                                                        elem_id="fr-delete-yes")
+                                confirm_no = gr.Button("Cancel", variant="secondary", size="sm",
+                                                       elem_id="fr-delete-no")
                         notice = gr.Markdown(elem_id="fr-notice")
                         with gr.Accordion("Watched folders", open=bool(app.watchers), elem_id="fr-watch-panel"):
                             watch_path = gr.Textbox(label="Folder on this machine", elem_id="fr-watch-path",
@@ -361,27 +475,30 @@ def build_blocks(app: FreeRetApp):
                             watch_timer = gr.Timer(2.0)
                     with gr.Tab("Settings", elem_id="fr-settings-tab"):
                         gr.Markdown(app.model_info(), elem_id="fr-model-info")
-                        top_k = gr.Slider(1, 100, value=config.top_k, step=1, label="Candidates (top-K)",
+                        top_k = gr.Slider(1, 100, value=config.top_k, step=1, label="Candidates (top-K)", elem_id="fr-top-k",
                                           info="Found by the embedding + keyword search")
                         rerank = gr.Checkbox(value=config.rerank, label="Rerank with the model",
                                              info="Slower, more precise: the model judges each candidate")
-                        rerank_k = gr.Slider(1, 50, value=config.rerank_k, step=1, label="Candidates reranked (K)")
+                        rerank_k = gr.Slider(1, 50, value=config.rerank_k, step=1, label="Candidates reranked (K)",
+                                             elem_id="fr-rerank-k")
                         n_sources = gr.Slider(1, 10, value=config.n_sources, step=1, label="Sources in the answer")
-                        fixed_threshold = gr.Checkbox(value=config.min_relevance is not None,
+                        fixed_threshold = gr.Checkbox(value=config.min_relevance is not None, elem_id="fr-fixed-threshold",
                                                       label="Fixed relevance threshold",
                                                       info="Off: the floor the self-check measured on your "
                                                            "library (below)")
                         min_relevance = gr.Slider(0.0, 1.0, value=config.min_relevance or 0.2, step=0.05,
-                                                  label="Relevance threshold",
+                                                  label="Relevance threshold", elem_id="fr-threshold",
                                                   info="With reranking: sources below this match probability "
                                                        "are dropped; if none is left, the app says so")
                         self_check = gr.Markdown(app.self_check_info(), elem_id="fr-self-check")
 
         settings = [top_k, rerank, rerank_k, n_sources, min_relevance, fixed_threshold]
 
-        def refresh():
+        def refresh(current=None):
+            """The listing again; the document picked for deletion stays picked while it exists."""
             choices = app.document_choices()
-            return (app.library_summary(), app.document_rows(), gr.update(choices=choices, value=None),
+            kept = current if current in {doc_id for _, doc_id in choices} else None
+            return (app.library_summary(), app.document_rows(), gr.update(choices=choices, value=kept),
                     app.reindex_notice(), gr.update(visible=app.library.needs_reindex), app.self_check_info())
 
         listing = [summary, table, chosen, warning, reindex, self_check]
@@ -390,56 +507,90 @@ def build_blocks(app: FreeRetApp):
             for result in app.reindex():
                 yield render_progress(result.files)
 
-        def run_ingest(paths):
+        def upload_names(paths) -> list[str]:
+            return [p if isinstance(p, str) else getattr(p, "name", str(p)) for p in paths or []]
+
+        def run_triage(paths):
+            """At once, without the model: every file's line, refused ones with their reason and
+            unchanged ones answered; the upload control resets for the next pick."""
+            if not paths:
+                return gr.update(), None, None
+            result, pending = app.triage(upload_names(paths))
+            return render_progress(result.files), None, (result, pending)
+
+        def run_ingest(batch):
             """Per-file progress; the document list refreshes as soon as each file is done."""
             unchanged = (gr.update(),) * 3
-            if not paths:
-                yield gr.update(), None, *unchanged
+            if not batch or not batch[1]:
+                yield gr.update(), *unchanged
                 return
-            paths = [p if isinstance(p, str) else getattr(p, "name", str(p)) for p in paths]
+            result, pending = batch
             finished = 0
-            with closing(app.ingest(paths)) as results:  # a cancelled event closes this: the indexing stops
-                for result in results:
+            with closing(app.index_pending(result, pending)) as results:  # a cancelled event closes this
+                for result in results:  # ... and closing it cancels the indexing (ui_uploads._ingest_one)
                     done = sum(1 for s in result.files if s.state == "done")
                     listing_now = unchanged
                     if done != finished:
                         finished = done
                         listing_now = (app.library_summary(), app.document_rows(),
                                        gr.update(choices=app.document_choices(), value=None))
-                    yield render_progress(result.files), gr.update(), *listing_now
-            yield render_progress(result.files), None, *unchanged
+                    yield render_progress(result.files), *listing_now
+            yield render_progress(result.files), *unchanged
 
+        batch = gr.State(None)
         uploads = []
-        for source in (files.upload, folder.upload):
-            uploads.append(source(run_ingest, inputs=files if source == files.upload else folder,
-                                  outputs=[progress, files, summary, table, chosen], api_name=False,
-                                  show_progress="hidden", **library_events))
-            uploads[-1].then(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
+        for control in (files, folder):
+            uploads.append(control.upload(run_triage, inputs=control, outputs=[progress, control, batch], api_name=False,
+                                          show_progress="hidden", concurrency_id="uploads", concurrency_limit=None
+                                          ).then(run_ingest, inputs=batch, outputs=[progress, summary, table, chosen],
+                                                 api_name=False, show_progress="hidden", **library_events))
+            uploads[-1].then(refresh, inputs=chosen, outputs=listing, api_name=False, queue=False,
+                             show_progress="hidden")
 
         def stopped():
-            return (render.status_html("Stopped: the file being indexed stops after its current batch. Its "
-                                       "finished part is kept; add the same file again to continue."), None)
+            return render.status_html("Stopped: the file being indexed stops after its current batch. Its "
+                                      "finished part is kept; add the same file again to continue.")
 
         # Cancelling the event closes run_ingest, which cancels the indexing (ui_uploads._ingest_one).
-        stop.click(stopped, outputs=[progress, files], cancels=uploads, api_name=False, queue=False,
-                   show_progress="hidden").then(refresh, outputs=listing, api_name=False, queue=False,
+        stop.click(stopped, outputs=progress, cancels=uploads, api_name=False, queue=False,
+                   show_progress="hidden").then(refresh, inputs=chosen, outputs=listing, api_name=False, queue=False,
                                                 show_progress="hidden")
 
-        def run_delete(doc_id):
-            return app.delete(doc_id)
+        # Delete asks first, naming what goes; "Yes" deletes the document it named (`asked`), even if
+        # another one is picked meanwhile; picking another one closes the question.
+        asked = gr.State(None)
 
-        delete.click(run_delete, inputs=chosen, outputs=notice, api_name=False, **library_events
-                     ).then(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
+        def run_delete(doc_id):
+            return app.delete(doc_id), gr.update(visible=False), None
+
+        def ask_delete(doc_id):
+            preview = app.delete_preview(doc_id)
+            if not preview:
+                return gr.update(visible=False), "", "Choose a document to delete.", None
+            return gr.update(visible=True), preview, "", doc_id
+
+        def close_question():
+            return gr.update(visible=False), None
+
+        delete.click(ask_delete, inputs=chosen, outputs=[confirm_box, confirm_text, notice, asked], api_name=False,
+                     queue=False, show_progress="hidden")
+        confirm_no.click(close_question, outputs=[confirm_box, asked], api_name=False, queue=False,
+                         show_progress="hidden")
+        confirm_yes.click(run_delete, inputs=asked, outputs=[notice, confirm_box, asked], api_name=False,
+                          **library_events
+                          ).then(refresh, inputs=chosen, outputs=listing, api_name=False, queue=False, show_progress="hidden")
+        chosen.input(close_question, outputs=[confirm_box, asked], api_name=False, queue=False,
+                     show_progress="hidden")
 
         def select_row(event):
             docs = app.listed()
             row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
-            return docs[row].doc_id if 0 <= row < len(docs) else None
+            return (docs[row].doc_id if 0 <= row < len(docs) else None), *close_question()
 
         select_row.__annotations__ = {"event": gr.SelectData}  # Gradio injects the event by this type
 
         reindex.click(run_reindex, outputs=progress, api_name=False, show_progress="hidden", **library_events
-                      ).then(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
+                      ).then(refresh, inputs=chosen, outputs=listing, api_name=False, queue=False, show_progress="hidden")
 
         seen_changes = gr.State(0)
 
@@ -456,17 +607,38 @@ def build_blocks(app: FreeRetApp):
         watch_button.click(lambda folder: (app.watch_folder(folder), app.watch_status()), inputs=watch_path,
                            outputs=[notice, watch_status], api_name=False, queue=False, show_progress="hidden")
 
-        table.select(select_row, outputs=chosen, api_name=False, queue=False, show_progress="hidden")
+        table.select(select_row, outputs=[chosen, confirm_box, asked], api_name=False, queue=False,
+                     show_progress="hidden")
 
         # The question shows at once; the answer waits for the model's queue slot. The textbox is
-        # locked meanwhile so that one session never streams two answers into the same chat.
+        # locked meanwhile so that one session never streams two answers into the same chat; Stop
+        # sets the session's stop flag, which ends the rerank or the generation within a step.
         pending = gr.State(None)
-        textbox.submit(lambda message, messages: (*app.add_user_turn(message, messages),
-                                                  gr.update(value=None, interactive=False)),
-                       inputs=[textbox, chatbot], outputs=[chatbot, pending, textbox], api_name=False, queue=False
-                       ).then(app.answer_turn, inputs=[pending, chatbot, history, *settings],
+
+        def submit_turn(message, messages, request):
+            chatbot_now, turn_now = app.add_user_turn(message, messages)
+            if turn_now:
+                app.new_stop_flag(request.session_hash)
+            return chatbot_now, turn_now, gr.update(value=None, interactive=False), gr.update(visible=bool(turn_now))
+
+        def answer_turn(turn_now, messages, plain, top_k_, rerank_, rerank_k_, n_sources_, min_relevance_,
+                        fixed_threshold_, request):
+            yield from app.answer_turn(turn_now, messages, plain, top_k_, rerank_, rerank_k_, n_sources_,
+                                       min_relevance_, fixed_threshold_, stop=app.stop_flag(request.session_hash))
+
+        def stop_turn(request):
+            app.stop(request.session_hash)
+
+        for function in (submit_turn, answer_turn, stop_turn):  # Gradio injects the request by this type
+            function.__annotations__ = {"request": gr.Request}
+
+        textbox.submit(submit_turn, inputs=[textbox, chatbot], outputs=[chatbot, pending, textbox, stop],
+                       api_name=False, queue=False
+                       ).then(answer_turn, inputs=[pending, chatbot, history, *settings],
                               outputs=[chatbot, history], api_name=False, show_progress="minimal", **model_events
-                              ).then(lambda: gr.update(interactive=True), outputs=textbox, api_name=False, queue=False)
+                              ).then(lambda: (gr.update(interactive=True), gr.update(visible=False)),
+                                     outputs=[textbox, stop], api_name=False, queue=False)
+        stop.click(stop_turn, api_name=False, queue=False, show_progress="hidden")
         new_chat.click(lambda: ([], [], None), outputs=[chatbot, history, textbox], api_name=False, queue=False)
         # Static first values above; every page load refreshes them (without progress overlays).
         demo.load(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
@@ -492,8 +664,10 @@ def build_blocks(app: FreeRetApp):
                     | ({"waiting": d.waiting} if getattr(d, "waiting", "") else {}) for d in app.listed()]
 
         api_chat_button = gr.Button(visible=False)
-        api_chat_button.click(app.chat, inputs=[textbox, chatbot, history, *settings],
-                              outputs=[chatbot, history, textbox], api_name="chat", **model_events)
+        api_sources = gr.JSON(visible=False)
+        # The API's conversation is exactly the chat messages passed in (never the session's history).
+        api_chat_button.click(app.api_chat, inputs=[textbox, chatbot, *settings],
+                              outputs=[chatbot, api_sources, textbox], api_name="chat", **model_events)
         api_add_button.click(api_add, inputs=api_files, outputs=api_report, api_name="add_files", **library_events)
         gr.api(api_documents, api_name="documents", queue=False)
         gr.api(app.delete, api_name="delete", **library_events)

@@ -57,6 +57,8 @@ CSS = """
 .fr-card details td {padding:0 .2rem !important; border:0 !important;}
 .fr-card details td:last-child {text-align:right; font-variant-numeric:tabular-nums;}
 .fr-cite {font-weight:600; color:var(--color-accent);}
+.fr-flag {font-size:.85rem; margin:0 0 .35rem; padding:.25rem .5rem; border-radius:6px;
+  background:var(--background-fill-secondary); color:var(--body-text-color);}
 .fr-status {color:var(--body-text-color-subdued); font-style:italic;}
 .fr-nothing {color:var(--body-text-color);}
 .fr-progress {display:flex; flex-direction:column; gap:.35rem; font-size:.85rem;}
@@ -68,6 +70,12 @@ CSS = """
 .fr-bar > div {height:100%; background:var(--color-accent); transition:width .2s;}
 .fr-warning {border:1px solid #e0b252; background:rgba(224,178,82,.12); border-radius:8px; padding:.5rem .7rem;
   font-size:.85rem; margin-bottom:.4rem;}
+.fr-collapse:not(:has(.fr-warning)):not(:has(.fr-progress)) {display:none !important;}  /* no comma: Gradio scopes selector lists */
+#fr-documents th .header, #fr-documents .body-cell:not([data-col="0"]) span {white-space:nowrap !important;
+  overflow:visible !important; text-overflow:clip !important;}
+#fr-documents th, #fr-documents .body-cell {font-size:.8rem !important;}
+#fr-documents th .cell-wrap, #fr-documents .body-cell .cell-wrap {padding-left:6px !important; padding-right:6px !important;}
+#fr-documents .cell-menu-button {display:none !important;}
 .fr-empty {color:var(--body-text-color-subdued); font-size:.9rem; padding:.6rem 0;}
 """
 
@@ -202,6 +210,26 @@ def reindex_notice(others: Iterable[Any], model_id: str, warning: str = "") -> s
             f'to search those documents (the files need not be uploaded again).{extra}</div>')
 
 
+def delete_preview(doc: Any, kept_copy: bool) -> str:
+    """The confirmation shown before a document is deleted: what goes, and that it cannot be undone."""
+    kept = ", and the copy of the file kept for links and playback" if kept_copy else ""
+    return (f'<div class="fr-warning fr-confirm">Delete <b>{escape(doc.source)}</b> '
+            f'({escape(kind_name(doc.file_type))})? This removes its {plural(doc.items, "searchable item")}, '
+            f'their page images and thumbnails{kept} from this library. It cannot be undone; the file on '
+            'your own disk is not touched.</div>')
+
+
+def reindex_waiting(others: Iterable[Any], model_id: str) -> str:
+    """The chat's answer while every document waits for a re-index with the loaded model."""
+    others = list(others)
+    items = sum(index.count for index in others)
+    models = ", ".join(sorted({index.model_id for index in others}))
+    return (f'<span class="fr-nothing fr-waiting">Your library holds {plural(items, "item")} indexed with '
+            f'another model ({escape(models)}); they wait for a re-index with {escape(model_id)} before they '
+            'can be searched. Press <b>Re-index with this model</b> in the Library panel (the files need '
+            'not be uploaded again), then ask again.</span>')
+
+
 @dataclass
 class FileStatus:
     """One file of an upload or re-index, as the progress list shows it."""
@@ -242,15 +270,69 @@ def render_progress(files: Sequence[FileStatus]) -> str:
 
 # -- chat -------------------------------------------------------------------------------------------
 
-def mark_citations(text: str, n_sources: int) -> str:
-    """Highlight [1], [2, 3] ... when every number names one of the n_sources sources."""
-    def mark(match: re.Match) -> str:
-        numbers = [int(n) for n in re.split(r"\s*[,;]\s*", match.group(1))]
-        if all(1 <= n <= n_sources for n in numbers):
-            return f'<span class="fr-cite">{match.group(0)}</span>'
-        return match.group(0)
+def _inert(text: str) -> str:
+    """Model text that Markdown shows as written: HTML escaped, brackets as entities (no link, image
+    or reference definition can form), web addresses not auto-linked, no heading marks."""
+    text = escape(text).replace("[", "&#91;").replace("]", "&#93;")
+    text = text.replace("://", ":&#47;&#47;").replace("www.", "www&#46;")
+    return re.sub(r"^( {0,3})#", r"\1&#35;", text, flags=re.M)
 
-    return re.sub(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]", mark, text)
+
+def mark_citations(text: str, n_sources: int, cited: Iterable[int] | None = None) -> str:
+    """Model text made inert (`_inert`) with every real citation (`answer.citation_spans`: a [n]
+    naming a shown source, not an invented reference) highlighted; with `cited`, only citations
+    of those numbers (the whole answer's, when `text` is a part of it)."""
+    from .answer import citation_spans
+
+    allowed = None if cited is None else set(cited)
+    out, last = [], 0
+    for start, end, numbers in citation_spans(text, n_sources):
+        if allowed is not None and not allowed.issuperset(numbers):
+            continue
+        out += [_inert(text[last:start]), f'<span class="fr-cite">{_inert(text[start:end])}</span>']
+        last = end
+    return "".join(out) + _inert(text[last:])
+
+
+FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})", re.M)
+CODE_SPAN = re.compile(r"`[^`\n]+`")
+
+
+def answer_markdown(text: str, n_sources: int, cursor: str = "") -> str:
+    """The model's answer as the Markdown of its own chat message: code kept as code (an unclosed
+    fence is closed), everything else inert with its citations marked (`mark_citations`); `cursor`
+    ends the text. Nothing of the app's own HTML ever goes into this message."""
+    from .answer import parse_citations
+
+    cited = parse_citations(text, n_sources)
+    parts, position, fenced = [], 0, None
+    for line in re.finditer(r"[^\n]*(?:\n|$)", text):
+        if not line.group(0):
+            break
+        fence = FENCE.match(line.group(0))
+        if fenced is None and fence:
+            parts.append(("text", text[position:line.start()]))
+            position, fenced = line.start(), fence.group(1)[0] * len(fence.group(1))
+        elif fenced is not None and fence and fence.group(1).startswith(fenced) and \
+                not line.group(0).strip().strip(fenced[0]):
+            parts.append(("code", text[position:line.end()]))
+            position, fenced = line.end(), None
+    if fenced is not None:  # an unclosed fence closes where the answer ends
+        parts.append(("code", text[position:].rstrip("\n") + cursor + "\n" + fenced))
+        cursor = ""
+    else:
+        parts.append(("text", text[position:]))
+    out = []
+    for kind, chunk in parts:
+        if kind == "code":
+            out.append(chunk)
+            continue
+        last = 0
+        for span in CODE_SPAN.finditer(chunk):  # inline code stays as written (Markdown escapes it)
+            out += [mark_citations(chunk[last:span.start()], n_sources, cited), span.group(0)]
+            last = span.end()
+        out.append(mark_citations(chunk[last:], n_sources, cited))
+    return "".join(out) + cursor
 
 
 def _picture(item: Any) -> tuple[str | None, str | None]:
@@ -304,11 +386,20 @@ def source_card(number: int, hit: Hit, original: str | None = None, cited: bool 
             f'<details><summary>Scores</summary><table>{rows}</table></details></figure>')
 
 
-def render_sources(hits: Sequence[Hit], originals: Mapping[str, str] | None = None, cited: Sequence[int] = (),
-                   query: str = "", note: str = "") -> str:
-    """The numbered source cards under an answer ("" without hits).
+NOT_GROUNDED = ("Not grounded in your files: this answer cites none of the sources below, so it may "
+                "come from the model's own memory.")
+STOPPED = "Stopped: the answer above is unfinished."
+STOPPED_EARLY = "Stopped before the answer was written."
 
-    `originals` maps doc_id to the path of the indexed file (for links and video playback).
+
+def render_sources(hits: Sequence[Hit], originals: Mapping[str, str] | None = None, cited: Sequence[int] = (),
+                   query: str = "", note: str = "", flags: Sequence[str] = ()) -> str:
+    """The numbered source cards under an answer ("" without hits), in one line of HTML.
+
+    `originals` maps doc_id to the path of the indexed file (for links and video playback);
+    `flags` are remarks about the answer above ("stopped", "not grounded"), shown first. The
+    block is a chat message of its own, never joined to model text, and holds no line break, so
+    Markdown reads it as one HTML block whatever the file texts in it contain.
     """
     if not hits:
         return ""
@@ -317,31 +408,75 @@ def render_sources(hits: Sequence[Hit], originals: Mapping[str, str] | None = No
                     for number, hit in enumerate(hits, start=1))
     head = ("Sources" + (f" · searched for “{escape(query)}”" if query else "")
             + (f" · {escape(note)}" if note else ""))
-    return f'<div class="fr-sources"><div class="fr-sources-head">{head}</div><div class="fr-grid">{cards}</div></div>'
+    remarks = "".join(f'<div class="fr-flag">{escape(flag)}</div>' for flag in flags)
+    block = (f'<div class="fr-sources">{remarks}<div class="fr-sources-head">{head}</div>'
+             f'<div class="fr-grid">{cards}</div></div>')
+    return re.sub(r"\s*\n\s*", " ", block)
+
+
+def sources_data(hits: Sequence[Hit], originals: Mapping[str, str] | None = None,
+                 cited: Sequence[int] = ()) -> list[dict[str, Any]]:
+    """The sources of an answer as data (the /chat API): what each card shows, as plain values.
+    URLs are relative to the app's address, like the cards' links."""
+    originals = originals or {}
+    rows = []
+    for number, hit in enumerate(hits, start=1):
+        item = hit.item
+        preview, full = _picture(item)
+        original = originals.get(item.doc_id)
+        rows.append({
+            "number": number, "cited": number in cited, "file": item.source, "kind": item.kind,
+            "page": item.page, "t_start": item.t_start, "t_end": item.t_end, "doc_id": item.doc_id,
+            "item_id": item.item_id, "label": item.label,
+            "scores": {"rerank": hit.rerank_score, "dense": hit.dense_score, "lexical": hit.lexical_score,
+                       "fused": hit.fused_score, "final": hit.final_score},
+            "asset_url": file_url(full) if full else None,
+            "thumbnail_url": file_url(preview) if preview else None,
+            "file_url": file_url(original) if original else None,
+        })
+    return rows
+
+
+APP_HTML = re.compile(r'^<(?:div|span) class="fr-')
+
+
+def is_app_html(content: str) -> bool:
+    """Whether a chat message is one of the app's own (status, sources, notices), not model text
+    (model text is escaped, so it never starts with a tag)."""
+    return bool(APP_HTML.match(content))
 
 
 def status_html(text: str) -> str:
     return f'<span class="fr-status">{escape(text)}</span>'
 
 
-def chat_message(event: ChatEvent, originals: Mapping[str, str] | None = None, note: str = "") -> str | None:
-    """The assistant message for one chat event, or None for events that change nothing on screen.
+def chat_messages(event: ChatEvent, originals: Mapping[str, str] | None = None, note: str = "") -> list[str] | None:
+    """The assistant messages for one chat event (None for events that change nothing on screen).
 
-    `note` goes into the sources line of a finished answer (timing).
+    An answer is two messages: the model's text (`answer_markdown`) and, under it, the app's own
+    block (`render_sources`: remarks, the query searched, the cards). `note` goes into the sources
+    line of a finished answer (timing).
     """
+    n = len(event.sources)
     if event.kind == "status":
-        return status_html(event.text) + render_sources(event.sources, originals, (), event.query)
+        return [status_html(event.text) + render_sources(event.sources, originals, (), event.query)]
     if event.kind == "token":
-        return (mark_citations(escape(event.text), len(event.sources)) + "▍"
-                + render_sources(event.sources, originals, (), event.query))
+        return [answer_markdown(event.text, n, "▍"), render_sources(event.sources, originals, (), event.query)]
+    if event.kind in ("answer", "stopped") and event.sources and event.text.strip():
+        from .answer import parse_citations
+
+        cited = event.answer.cited if event.answer else parse_citations(event.text, n)
+        flags = ([STOPPED] if event.kind == "stopped" else []) + ([] if cited else [NOT_GROUNDED])
+        return [answer_markdown(event.text.strip(), n),
+                render_sources(event.sources, originals, cited, event.query, note, flags)]
     if event.kind == "answer":
-        cited = event.answer.cited if event.answer else ()
-        return (mark_citations(escape(event.text.strip() or EMPTY_ANSWER), len(event.sources))
-                + render_sources(event.sources, originals, cited, event.query, note))
+        return [answer_markdown(EMPTY_ANSWER, 0), render_sources(event.sources, originals, (), event.query, note)]
+    if event.kind == "stopped":
+        return [f'<span class="fr-nothing fr-stopped">{escape(STOPPED_EARLY)}</span>']
     if event.kind == "nothing":
-        return f'<span class="fr-nothing">{escape(event.text)}</span>'
+        return [f'<span class="fr-nothing">{escape(event.text)}</span>']
     if event.kind == "error":
-        return f'<span class="fr-nothing"><b>Cannot answer:</b> {escape(event.text)}</span>'
+        return [f'<span class="fr-nothing"><b>Cannot answer:</b> {escape(event.text)}</span>']
     return None
 
 

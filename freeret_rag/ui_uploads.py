@@ -93,21 +93,54 @@ def failure_message(error: BaseException) -> str:
     return getattr(error, "reason", None) or str(error) or type(error).__name__
 
 
-def ingest_files(library: Any, paths: Iterable[str | Path], upload_dir: Path, max_bytes: int,
-                 reads_images: bool) -> Iterator[IngestResult]:
-    """Index files one by one into `library`, yielding the per-file progress after every step."""
+def already_indexed(library: Any, path: Path) -> Any:
+    """The library's document with the same bytes as `path` (its content hash), or None: known
+    before any model work, so re-adding unchanged files is answered at once."""
+    from .library import file_sha256  # the library's own content hash (its doc_id is the same prefix)
+
+    try:
+        return library.document(file_sha256(path)[:16])
+    except Exception:  # a lookup problem only costs the shortcut: the add checks again
+        log.exception("could not look up %s", path)
+        return None
+
+
+def triage(library: Any, paths: Iterable[str | Path], max_bytes: int,
+           reads_images: bool) -> tuple[IngestResult, list[tuple[int, Path]]]:
+    """Every file's outcome that needs no model (refused with its reason, or already in the
+    library), and the (position, path) of the files left to index, in order."""
     files = [Path(p) for p in paths or [] if p]
     result = IngestResult([FileStatus(path.name) for path in files])
-    yield result
-    for path, status in zip(files, result.files):
+    pending = []
+    for position, (path, status) in enumerate(zip(files, result.files)):
         problem = upload_problem(path, max_bytes, reads_images)
+        known = None if problem else already_indexed(library, path)
         if problem:
             status.state, status.message = "skipped", problem
-            yield result
-            continue
+        elif known is not None:
+            status.state, status.items, status.message = "done", known.items, f"already in the library as {known.source}"
+        else:
+            pending.append((position, path))
+    return result, pending
+
+
+def index_pending(library: Any, result: IngestResult, pending: Iterable[tuple[int, Path]],
+                  upload_dir: Path) -> Iterator[IngestResult]:
+    """Index the files `triage` left, one by one, yielding the per-file progress after every step."""
+    for position, path in pending:
+        status = result.files[position]
         status.state = "indexing"
         yield result
-        yield from _ingest_one(library, path, upload_dir, status, result)
+        yield from _ingest_one(library, Path(path), upload_dir, status, result)
+
+
+def ingest_files(library: Any, paths: Iterable[str | Path], upload_dir: Path, max_bytes: int,
+                 reads_images: bool) -> Iterator[IngestResult]:
+    """Index files one by one into `library`, yielding the per-file progress after every step
+    (first every outcome known without the model, see `triage`)."""
+    result, pending = triage(library, paths, max_bytes, reads_images)
+    yield result
+    yield from index_pending(library, result, pending, upload_dir)
 
 
 def _ingest_one(library: Any, path: Path, upload_dir: Path, status: FileStatus,

@@ -19,6 +19,12 @@ HISTORY = [{"role": "user", "content": "When was the Eiffel Tower built?"},
     ("Both [1, 3] agree; [4] does not exist.", 3, [1, 3]),
     ("No citation here.", 2, []),
     ("[0] is not a source, nor [12].", 5, []),
+    ("[1, 9] names a source that is not shown.", 3, []),
+    # numbers the model made web references of are not citations, anywhere in the text
+    ("Canberra [1].\n\n[1] https://en.wikipedia.org/wiki/Canberra", 2, []),
+    ("Canberra [2].\n- [1] wikipedia.org, Australia", 2, [2]),
+    ("See [1](https://atlas.example.org) and [2].", 2, [2]),
+    ("Paris [1] (p. 3) and the tower [2]: 1889.", 2, [1, 2]),
 ])
 def test_citations_map_to_numbered_sources(text, n, expected):
     assert parse_citations(text, n) == expected

@@ -76,6 +76,17 @@ def test_add_list_search_delete_reindex(tiny_model_dirs, src, tmp_path, capsys):
     assert f"model {tiny_model_dirs['idefics3']}" in out and "2 document(s), 3 items" in out
 
 
+def test_search_loads_the_model_recorded_in_the_index(tiny_model_dirs, src, tmp_path, capsys, monkeypatch):
+    data = ["--data-dir", tmp_path / "data"]
+    assert run(capsys, *data, "--model", tiny_model_dirs["qwen2_vl"], "add", src / "README.md", "-q")[0] == 0
+    monkeypatch.delenv("FREERET_MODEL", raising=False)
+    # no --model: the machine's default model would be a hub download (impossible here) and the wrong space
+    code, out, err = run(capsys, *data, "search", "garden", "--no-rerank", "--json")
+    assert code == 0, err
+    assert {row["label"].split(" ")[0] for row in json.loads(out)} == {"README.md"}
+    assert all(row["dense"] is not None for row in json.loads(out))  # searched in the index's own space
+
+
 def test_add_fails_only_when_nothing_could_be_indexed(tiny_model_dirs, tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("")
     code, out, _ = run(capsys, "--data-dir", tmp_path / "data", "--model", tiny_model_dirs["qwen2_vl"], "add", "-q",

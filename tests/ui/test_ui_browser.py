@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ui_harness import (GUIDE_PAGES, AppServer, artifacts_dir, browser_page, browser_skip_reason, make_pdf,
+from ui_harness import (GUIDE_PAGES, AppServer, artifacts_dir, browser_page, browser_skip_reason, make_pdf, model_app,
                         screenshot, shared_samples)
 
 pytestmark = [pytest.mark.slow]
@@ -42,9 +42,7 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def server(fluent_vlm_dir, tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("app-data")
-    with AppServer(["--model", str(fluent_vlm_dir), "--data-dir", str(data_dir), *SERVER_FLAGS],
-                   log_name="app-e2e.log") as app:
+    with model_app(fluent_vlm_dir, tmp_path_factory.mktemp("app-data"), SERVER_FLAGS, "app-e2e.log") as app:
         yield app
 
 
@@ -57,7 +55,8 @@ def client_for(server, **kwargs):
 def last_bot_text(page) -> str:
     """Text of the newest assistant message, without its sources block."""
     return page.evaluate("""() => {
-        const bots = document.querySelectorAll('#fr-chat .message.bot, #fr-chat [data-testid="bot"]');
+        const groups = document.querySelectorAll('#fr-chat .message.bot');  // an answer and its sources block
+        const bots = groups.length ? groups : document.querySelectorAll('#fr-chat [data-testid="bot"]');
         if (!bots.length) return '';
         const node = bots[bots.length - 1].cloneNode(true);
         node.querySelectorAll('.fr-sources, .fr-status, .sr-only, [data-testid="status-tracker"]')
@@ -156,6 +155,7 @@ def test_browser_upload_ask_stream_sources_delete(server, corpus):
         page.wait_for_function("""() => (document.querySelector('#fr-delete-choice input') || {}).value
                                    ?.includes('garden-guide.pdf')""", timeout=20_000)
         page.click("#fr-delete")
+        page.click("#fr-delete-yes")  # Delete asks first
         page.wait_for_function("() => !document.querySelector('#fr-documents').innerText.includes('garden-guide.pdf')",
                                timeout=60_000)
         assert "Deleted garden-guide.pdf" in page.inner_text("#fr-notice")

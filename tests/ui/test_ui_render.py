@@ -7,6 +7,7 @@ functions under test.
 
 from __future__ import annotations
 
+import html as html_module
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,9 +15,10 @@ from urllib.parse import quote
 
 from freeret_rag.chat import EMPTY_ANSWER, ChatEvent
 from freeret_rag.items import Answer, Hit, Item
-from freeret_rag.ui_render import (FileStatus, chat_message, document_choices, document_rows, human_size,
-                                   library_summary, mark_citations, model_info, reindex_notice, render_progress,
-                                   render_sources, source_card)
+from freeret_rag.ui_render import (NOT_GROUNDED, STOPPED, FileStatus, answer_markdown, chat_messages,
+                                   document_choices, document_rows, human_size, is_app_html, library_summary,
+                                   mark_citations, model_info, reindex_notice, render_progress, render_sources,
+                                   source_card, sources_data)
 
 EVIL = "<script>alert(1)</script>.pdf"
 
@@ -84,23 +86,94 @@ def test_sources_block_numbers_cards_marks_cited_ones_and_escapes_the_query():
 
 def test_mark_citations_only_marks_numbers_of_real_sources():
     assert mark_citations("see [1] and [2, 3] not [9] or [1, 9]", 3) == (
-        'see <span class="fr-cite">[1]</span> and <span class="fr-cite">[2, 3]</span> not [9] or [1, 9]')
+        'see <span class="fr-cite">&#91;1&#93;</span> and <span class="fr-cite">&#91;2, 3&#93;</span> '
+        'not &#91;9&#93; or &#91;1, 9&#93;')
+
+
+def commonmark(text: str) -> str:
+    """What a Markdown renderer (CommonMark, as the chat's) makes of a message: another route than ours."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").render(text)
+
+
+SMALL_MODEL_TEXT = ("Canberra is the capital of Australia [1].\n\n# Sources\n"
+                    "[1] https://en.wikipedia.org/wiki/Canberra\n[2]: https://www.example.com/capital\n"
+                    "See [the atlas](https://atlas.example.org) and ![map](https://maps.example.org/au.png) "
+                    "or www.gov.au <b>now</b>\n```python\n#\n##\n###")
+
+
+def test_model_markdown_is_inert_and_an_unclosed_fence_is_closed():
+    html = commonmark(answer_markdown(SMALL_MODEL_TEXT, 2, "▍"))
+    assert "<a " not in html and "<img" not in html and "<h1" not in html and "<b>" not in html
+    assert "&lt;b&gt;now&lt;/b&gt;" in html  # shown as written
+    assert 'class="fr-cite"' not in html  # [1] is the model's invented web reference, not source 1
+    # the fence is closed inside the answer: the code block ends with the answer
+    assert html.count("<pre><code") == 1 and html.rstrip().endswith("###▍\n</code></pre>")
+    # what a reader sees of the links: their words and addresses as plain text
+    shown = html_module.unescape(html)
+    assert "See [the atlas](https://atlas.example.org) and ![map](https://maps.example.org/au.png) or www.gov.au" \
+        in shown and "[1] https://en.wikipedia.org/wiki/Canberra" in shown and "# Sources" in shown
+
+
+def test_only_numbers_of_shown_sources_are_citations():
+    html = commonmark(answer_markdown("Ladybirds eat aphids [1], see [3] and `[2]`; [2] agrees.", 2))
+    assert html == ('<p>Ladybirds eat aphids <span class="fr-cite">[1]</span>, see [3] and <code>[2]</code>; '
+                    '<span class="fr-cite">[2]</span> agrees.</p>\n')
+
+
+def test_sources_block_survives_whatever_the_texts_in_it_hold():
+    card = Item("text", text="Intro\n\n    indented code\n\n```\n# heading", item_id="d:text:0", doc_id="d",
+                source="notes.txt", chunk=0)
+    html = commonmark(render_sources([Hit(card)], {}, query="q\n\nx"))
+    assert "<pre>" not in html and "<h1" not in html and "<code>" not in html
+    assert html.startswith('<div class="fr-sources">') and html.rstrip().endswith("</div>")
 
 
 def test_chat_messages_for_each_event_kind():
     hit = Hit(Item("text", text="Ladybirds eat aphids.", item_id="d:text:0", doc_id="d", source="g.txt", chunk=0))
-    assert chat_message(ChatEvent("error", "no <model>")) == (
-        '<span class="fr-nothing"><b>Cannot answer:</b> no &lt;model&gt;</span>')
-    assert chat_message(ChatEvent("nothing", "Nothing here.")) == '<span class="fr-nothing">Nothing here.</span>'
-    assert chat_message(ChatEvent("status", "Searching ...")) == '<span class="fr-status">Searching ...</span>'
-    assert chat_message(ChatEvent("sources", sources=[hit])) is None
-    token = chat_message(ChatEvent("token", "They eat aphids [1", sources=[hit]))
-    assert token.startswith("They eat aphids [1▍<div class=\"fr-sources\">")
-    done = chat_message(ChatEvent("answer", "Aphids [1].", sources=[hit], answer=Answer("Aphids [1].", [hit], [1])),
-                        note="answered in 2.0 s")
-    assert done.startswith('Aphids <span class="fr-cite">[1]</span>.<div class="fr-sources">')
-    assert "· answered in 2.0 s</div>" in done and 'fr-card fr-cited" data-source="1"' in done
-    assert chat_message(ChatEvent("answer", "  ", sources=[hit])).startswith(EMPTY_ANSWER + '<div class="fr-sources">')
+    assert chat_messages(ChatEvent("error", "no <model>")) == [
+        '<span class="fr-nothing"><b>Cannot answer:</b> no &lt;model&gt;</span>']
+    assert chat_messages(ChatEvent("nothing", "Nothing here.")) == ['<span class="fr-nothing">Nothing here.</span>']
+    assert chat_messages(ChatEvent("status", "Searching ...")) == ['<span class="fr-status">Searching ...</span>']
+    assert chat_messages(ChatEvent("sources", sources=[hit])) is None
+    answer, sources = chat_messages(ChatEvent("token", "They eat aphids [1", sources=[hit]))
+    assert answer == "They eat aphids &#91;1▍" and sources.startswith('<div class="fr-sources">')
+    answer, sources = chat_messages(ChatEvent("answer", "Aphids [1].", sources=[hit],
+                                              answer=Answer("Aphids [1].", [hit], [1])), note="answered in 2.0 s")
+    assert answer == 'Aphids <span class="fr-cite">&#91;1&#93;</span>.'
+    assert "· answered in 2.0 s</div>" in sources and 'fr-card fr-cited" data-source="1"' in sources
+    assert NOT_GROUNDED not in sources and STOPPED not in sources
+    answer, sources = chat_messages(ChatEvent("answer", "Canberra.", sources=[hit], answer=Answer("Canberra.", [hit], [])))
+    assert answer == "Canberra." and sources.startswith(
+        '<div class="fr-sources"><div class="fr-flag">' + NOT_GROUNDED.replace("'", "&#x27;") + "</div>")
+    assert "fr-cited" not in sources
+    answer, sources = chat_messages(ChatEvent("stopped", "Aphids [1] and", sources=[hit]))
+    assert answer == 'Aphids <span class="fr-cite">&#91;1&#93;</span> and'
+    assert f'<div class="fr-flag">{STOPPED}</div>' in sources and NOT_GROUNDED not in sources
+    assert chat_messages(ChatEvent("stopped")) == [
+        '<span class="fr-nothing fr-stopped">Stopped before the answer was written.</span>']
+    empty = chat_messages(ChatEvent("answer", "  ", sources=[hit]))
+    assert empty[0] == EMPTY_ANSWER and empty[1].startswith('<div class="fr-sources">')
+    # the app's own messages are told from model text (which is escaped) by their first tag
+    assert [is_app_html(m) for m in (sources, empty[0], answer, "<div class=\"fr-x\">")] == [True, False, False, True]
+
+
+def test_sources_as_data(tmp_path):
+    thumb = tmp_path / "t.png"
+    page = Item("pdf_page", text="p", item_id="r:pdf_page:3", doc_id="r", source="report.pdf", page=3,
+                thumbnail=str(thumb))
+    clip = Item("video_segment", item_id="v:video_segment:1", doc_id="v", source="v.mp4", t_start=10.0, t_end=20.0)
+    rows = sources_data([Hit(page, dense_score=0.5, rerank_score=0.9), Hit(clip, lexical_score=2.0)],
+                        {"r": str(tmp_path / "report.pdf")}, cited=[2])
+    assert rows[0] == {"number": 1, "cited": False, "file": "report.pdf", "kind": "pdf_page", "page": 3,
+                       "t_start": None, "t_end": None, "doc_id": "r", "item_id": "r:pdf_page:3",
+                       "label": page.label,
+                       "scores": {"rerank": 0.9, "dense": 0.5, "lexical": None, "fused": None, "final": None},
+                       "asset_url": served(thumb), "thumbnail_url": served(thumb),
+                       "file_url": served(tmp_path / "report.pdf")}
+    assert (rows[1]["cited"], rows[1]["t_start"], rows[1]["t_end"], rows[1]["asset_url"], rows[1]["file_url"]) == (
+        True, 10.0, 20.0, None, None)
 
 
 def test_progress_rows():

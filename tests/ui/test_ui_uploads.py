@@ -44,8 +44,12 @@ def test_upload_problems(tmp_path, samples_dir):
 class FakeLibrary:
     """Records where `add` ran; reports `pages` item events, then returns or raises `outcome`."""
 
-    def __init__(self, outcome, pages: int = 3) -> None:
+    def __init__(self, outcome, pages: int = 3, known: dict | None = None) -> None:
         self.outcome, self.pages, self.threads, self.added = outcome, pages, set(), []
+        self.known = known or {}  # doc_id -> document already indexed
+
+    def document(self, doc_id):
+        return self.known.get(doc_id)
 
     def add(self, paths, progress=None, cancel=None):
         self.threads.add(threading.get_ident())
@@ -79,6 +83,22 @@ def test_ingest_runs_the_add_in_a_worker_and_reports_its_outcome(tmp_path):
         ("note.txt", "done", 3, 3, 2, "already in the library as old-note.txt")]
     skipped = AddReport(skipped=[Skipped(str(note), "empty file")])
     assert snapshots(FakeLibrary(skipped), [note], tmp_path / "kept")[-1][0][1::4] == ("failed", "empty file")
+
+
+def test_unchanged_and_refused_files_are_answered_before_any_indexing(tmp_path):
+    note, new, docx = tmp_path / "note.txt", tmp_path / "new.txt", tmp_path / "letter.docx"
+    note.write_text("water the roses")
+    new.write_text("feed the fish")
+    docx.write_bytes(b"PK\x03\x04 a word file")
+    known = {hashlib.sha256(b"water the roses").hexdigest()[:16]: type("Doc", (), {"items": 2, "source": "roses.txt"})()}
+    library = FakeLibrary(AddReport(added=[type("Doc", (), {"items": 1})()]), pages=1, known=known)
+    seen = snapshots(library, [note, docx, new], tmp_path / "kept")
+    # the first snapshot, before any add: the known file is done and the .docx refused, with reasons
+    assert seen[0] == [("note.txt", "done", 0, 0, 2, "already in the library as roses.txt"),
+                       ("letter.docx", "skipped", 0, 0, 0, "unsupported file type (.docx)"),
+                       ("new.txt", "waiting", 0, 0, 0, "")]
+    assert [p.name for p in library.added] == ["new.txt"]  # only the new file reached Library.add
+    assert seen[-1][2][1] == "done"
 
 
 def test_ingest_errors_fail_that_file_and_the_next_goes_on(tmp_path, caplog):

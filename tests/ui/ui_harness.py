@@ -144,6 +144,11 @@ class AppServer:
         self.stop()
 
 
+def model_app(model_dir: Path, data_dir: Path, flags: list[str], log_name: str) -> AppServer:
+    """The app on `model_dir` with its library in `data_dir` (start it with `with`)."""
+    return AppServer(["--model", str(model_dir), "--data-dir", str(data_dir), *flags], log_name=log_name)
+
+
 @contextmanager
 def browser_page(width: int = 1440, height: int = 960) -> Iterator:
     """A Playwright page in Debian's headless Chromium; records every requested URL on `page.requests`."""
