@@ -386,7 +386,7 @@ class Library:
         writer lock) gives an index from an older version its first generation. A failure only
         costs the next opening a rebuild."""
         try:
-            (store or self.store).persist(stamp=stamp)
+            (store if store is not None else self.store).persist(stamp=stamp)
         except Exception:  # noqa: BLE001 - a cache: never fail a write or an opening for it
             log.warning("could not save the lexical index of %s", self.location, exc_info=True)
 
