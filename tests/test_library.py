@@ -597,3 +597,16 @@ def test_a_replace_that_failed_half_way_is_finished_by_the_next_add(tmp_path, mo
     again = library.add([report_txt])
     assert again.unchanged == [new] and again.replaced == [old]
     assert {meta["doc_id"] for meta in chroma_rows(library)} == {new.doc_id}
+
+
+def test_a_new_empty_library_opens_and_saves_its_lexical_index_without_an_error(tmp_path, caplog):
+    """An empty store has len 0: it must still be the store saved at open (it once fell back to an
+    attribute not set yet, logged 'could not save the lexical index')."""
+    import logging
+
+    from fake_engine import FakeEngine
+
+    with caplog.at_level(logging.WARNING, logger="freeret_rag"):
+        library = Library(FakeEngine(), tmp_path / "data")
+    assert len(library) == 0
+    assert not [r for r in caplog.records if "could not save" in r.getMessage()]
