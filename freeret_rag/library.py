@@ -557,6 +557,8 @@ class Library:
                         self._delete_document(old.doc_id)
                         replaced.append(old)
         except Exception as error:  # noqa: BLE001 - the new version is in; say what is left over
+            if self.chroma_url and server_unreachable(error):
+                raise  # the server went away: one clear line (the next run finishes the replace)
             log.exception("could not remove an older version of %s", path)
             reason = f"an older version is still indexed: {type(error).__name__}: {error}"
             report.notes.append(Skipped(str(path), reason))

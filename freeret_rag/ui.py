@@ -308,7 +308,7 @@ class FreeRetApp:
         """What the chat says while every document waits for a re-index with this model ("" otherwise)."""
         if not self.library.needs_reindex or self.library.documents():
             return ""
-        return render.reindex_waiting(self.library.others, self.engine.model_id)
+        return render.reindex_waiting(self.library.others, self.engine.model_id, len(self.library.waiting()))
 
     def _turn(self, pending: dict | None, chatbot: list | None, history: list | None, top_k: float,
               rerank: bool, rerank_k: float, n_sources: float, min_relevance: float | None,
@@ -444,7 +444,8 @@ def build_blocks(app: FreeRetApp):
                                             elem_id="fr-reindex", visible=app.library.needs_reindex)
                         progress = gr.HTML(elem_id="fr-progress", min_height=0, padding=False,
                                            elem_classes=["fr-collapse"])
-                        stop = gr.Button("Stop indexing", size="sm", variant="secondary", elem_id="fr-stop")
+                        stop_indexing = gr.Button("Stop indexing", size="sm", variant="secondary",
+                                                  elem_id="fr-stop-indexing")
                         summary = gr.HTML(app.library_summary(), elem_id="fr-summary", min_height=0, padding=False)
                         table = gr.Dataframe(app.document_rows(), headers=["File", "Type", "Items", "Added", "Note"],
                                              datatype=["str", "str", "number", "str", "str"], interactive=False,
@@ -552,7 +553,7 @@ def build_blocks(app: FreeRetApp):
                                       "finished part is kept; add the same file again to continue.")
 
         # Cancelling the event closes run_ingest, which cancels the indexing (ui_uploads._ingest_one).
-        stop.click(stopped, outputs=progress, cancels=uploads, api_name=False, queue=False,
+        stop_indexing.click(stopped, outputs=progress, cancels=uploads, api_name=False, queue=False,
                    show_progress="hidden").then(refresh, inputs=chosen, outputs=listing, api_name=False, queue=False,
                                                 show_progress="hidden")
 

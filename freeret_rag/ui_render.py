@@ -219,13 +219,13 @@ def delete_preview(doc: Any, kept_copy: bool) -> str:
             'your own disk is not touched.</div>')
 
 
-def reindex_waiting(others: Iterable[Any], model_id: str) -> str:
+def reindex_waiting(others: Iterable[Any], model_id: str, documents: int) -> str:
     """The chat's answer while every document waits for a re-index with the loaded model."""
     others = list(others)
     items = sum(index.count for index in others)
     models = ", ".join(sorted({index.model_id for index in others}))
-    return (f'<span class="fr-nothing fr-waiting">Your library holds {plural(items, "item")} indexed with '
-            f'another model ({escape(models)}); they wait for a re-index with {escape(model_id)} before they '
+    return (f'<span class="fr-nothing fr-waiting">Your library holds {documents} document(s) '
+            f'({plural(items, "item")}) indexed with another model ({escape(models)}); they wait for a re-index with {escape(model_id)} before they '
             'can be searched. Press <b>Re-index with this model</b> in the Library panel (the files need '
             'not be uploaded again), then ask again.</span>')
 

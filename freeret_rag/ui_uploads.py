@@ -99,6 +99,7 @@ def already_indexed(library: Any, path: Path) -> Any:
     from .library import file_sha256  # the library's own content hash (its doc_id is the same prefix)
 
     try:
+        library.refresh()  # another process may have deleted it; a Chroma server must answer
         return library.document(file_sha256(path)[:16])
     except Exception:  # a lookup problem only costs the shortcut: the add checks again
         log.exception("could not look up %s", path)

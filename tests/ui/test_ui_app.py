@@ -328,7 +328,8 @@ def test_blocks_wiring_queue_and_launch_options(make_app):
     assert slots == {"chat": ("model", 1), "add_files": ("library", 1), "delete": ("library", 1)}
     uploads = [fn for fn in demo.fns.values() if fn.name == "run_ingest"]
     assert len(uploads) == 2 and {(fn.concurrency_id, fn.concurrency_limit) for fn in uploads} == {("library", 1)}
-    [stop] = [block._id for block in demo.blocks.values() if getattr(block, "elem_id", None) == "fr-stop"]
+    [stop] = [block._id for block in demo.blocks.values()
+              if getattr(block, "elem_id", None) == "fr-stop-indexing"]
     cancelling = {(target, tuple(sorted(fn.cancels))) for fn in demo.fns.values() if fn.cancels
                   for target, _ in fn.targets}
     assert cancelling == {(stop, tuple(sorted(fn._id for fn in uploads)))}  # the Stop button cancels both uploads
@@ -409,7 +410,7 @@ def test_a_stop_during_generation_keeps_the_partial_answer(make_app, media, tiny
 
 
 def test_a_stop_ends_the_rerank_at_its_next_batch(make_app, media, tiny_engine, monkeypatch):
-    from freeret_rag import cancel, rerank
+    from freeret_rag import cancel
     from freeret_rag.items import Hit
 
     app = make_app()
@@ -417,21 +418,23 @@ def test_a_stop_ends_the_rerank_at_its_next_batch(make_app, media, tiny_engine, 
     hits = [Hit(item) for doc in app.documents() for item in app.library.items(doc.doc_id)]
     flag = threading.Event()
     passes = []
-    real_encode = rerank.encode
 
-    def encode_then_stop(*args, **kwargs):  # the user presses Stop during the first forward pass
+    def forward_then_stop(*_args):  # the user presses Stop during the first forward pass
         passes.append(1)
         flag.set()
-        return real_encode(*args, **kwargs)
 
-    monkeypatch.setattr(rerank, "encode", encode_then_stop)
-    with cancel.stop_scope(flag), pytest.raises(cancel.Stopped):
-        tiny_engine.rerank("beetles", hits, batch_size=1)
-    assert len(hits) == 3 and len(passes) == 1
-    # a turn stopped while it waited for the model does no model work at all
-    passes.clear()
-    events = list(respond(app.library, tiny_engine, "beetles?", None, [], ChatSettings(**FAST), stop=flag))
-    assert [e.kind for e in events] == ["stopped"] and passes == []
+    layer = tiny_engine.lm.model.get_decoder().layers[0]
+    handle = layer.register_forward_pre_hook(forward_then_stop)
+    try:
+        with cancel.stop_scope(flag), pytest.raises(cancel.Stopped):
+            tiny_engine.rerank("beetles", hits, batch_size=1)
+        assert len(hits) == 3 and len(passes) == 1
+        # a turn stopped while it waited for the model does no model work at all
+        passes.clear()
+        events = list(respond(app.library, tiny_engine, "beetles?", None, [], ChatSettings(**FAST), stop=flag))
+        assert [e.kind for e in events] == ["stopped"] and passes == []
+    finally:
+        handle.remove()
 
 
 def test_the_api_history_is_the_messages_passed_in(make_app, media):
@@ -482,7 +485,8 @@ def test_chat_says_what_waits_for_a_reindex(make_app, media, text_only_engine, t
     _, chatbot, _ = run_chat(app, "Which beetles eat aphids?")
     said = html.unescape(re.sub(r"<[^>]+>", "", last_turn(chatbot)))
     assert NOTHING_IN_LIBRARY not in said
-    assert "Your library holds 2 items indexed with another model" in said and "Re-index with this model" in said
+    assert "Your library holds 1 document(s) (2 items) indexed with another model" in said  # one PDF, 2 pages
+    assert "Re-index with this model" in said
 
 
 def test_delete_says_what_goes_and_removes_the_kept_copy(make_app, media):

@@ -364,7 +364,7 @@ def test_library_table_header_and_dates_fit_and_no_gap_under_add_a_folder(server
         page.wait_for_selector("#fr-documents .body-cell[data-col='3']", timeout=60_000)
         facts = page.evaluate(LAYOUT)
         screenshot(page, f"13-07-library-{width}")
-    assert [h["text"] for h in facts["heads"]] == ["File", "Type", "Items", "Added"]
+    assert [h["text"] for h in facts["heads"]] == ["File", "Type", "Items", "Added", "Note"]
     assert all(h["lines"] == 1 and not h["cut"] for h in facts["heads"]), facts["heads"]
     assert facts["dates"] and all(d["lines"] == 1 and not d["cut"] and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", d["text"])
                                   for d in facts["dates"]), facts["dates"]
