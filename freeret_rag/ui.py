@@ -445,12 +445,12 @@ def build_blocks(app: FreeRetApp):
                         progress = gr.HTML(elem_id="fr-progress", min_height=0, padding=False,
                                            elem_classes=["fr-collapse"])
                         stop_indexing = gr.Button("Stop indexing", size="sm", variant="secondary",
-                                                  elem_id="fr-stop-indexing")
+                                                  elem_id="fr-stop-indexing", visible=False)  # while indexing
                         summary = gr.HTML(app.library_summary(), elem_id="fr-summary", min_height=0, padding=False)
                         table = gr.Dataframe(app.document_rows(), headers=["File", "Type", "Items", "Added", "Note"],
                                              datatype=["str", "str", "number", "str", "str"], interactive=False,
                                              elem_id="fr-documents", wrap=True, max_height=320,
-                                             column_widths=["36%", "14%", "14%", "36%"],
+                                             column_widths=["27%", "12%", "12%", "31%", "18%"],
                                              show_label=False, buttons=[])
                         chosen = gr.Dropdown(choices=app.document_choices(), value=None, label="Remove a document",
                                              elem_id="fr-delete-choice", interactive=True,
@@ -515,9 +515,9 @@ def build_blocks(app: FreeRetApp):
             """At once, without the model: every file's line, refused ones with their reason and
             unchanged ones answered; the upload control resets for the next pick."""
             if not paths:
-                return gr.update(), None, None
+                return gr.update(), None, None, gr.update()
             result, pending = app.triage(upload_names(paths))
-            return render_progress(result.files), None, (result, pending)
+            return render_progress(result.files), None, (result, pending), gr.update(visible=bool(pending))
 
         def run_ingest(batch):
             """Per-file progress; the document list refreshes as soon as each file is done."""
@@ -541,19 +541,23 @@ def build_blocks(app: FreeRetApp):
         batch = gr.State(None)
         uploads = []
         for control in (files, folder):
-            uploads.append(control.upload(run_triage, inputs=control, outputs=[progress, control, batch], api_name=False,
-                                          show_progress="hidden", concurrency_id="uploads", concurrency_limit=None
+            uploads.append(control.upload(run_triage, inputs=control, outputs=[progress, control, batch, stop_indexing],
+                                          api_name=False, show_progress="hidden", concurrency_id="uploads",
+                                          concurrency_limit=None
                                           ).then(run_ingest, inputs=batch, outputs=[progress, summary, table, chosen],
                                                  api_name=False, show_progress="hidden", **library_events))
             uploads[-1].then(refresh, inputs=chosen, outputs=listing, api_name=False, queue=False,
                              show_progress="hidden")
+            uploads[-1].then(lambda: gr.update(visible=False), outputs=stop_indexing, api_name=False, queue=False,
+                             show_progress="hidden")
 
         def stopped():
             return render.status_html("Stopped: the file being indexed stops after its current batch. Its "
-                                      "finished part is kept; add the same file again to continue.")
+                                      "finished part is kept; add the same file again to continue."), \
+                gr.update(visible=False)
 
         # Cancelling the event closes run_ingest, which cancels the indexing (ui_uploads._ingest_one).
-        stop_indexing.click(stopped, outputs=progress, cancels=uploads, api_name=False, queue=False,
+        stop_indexing.click(stopped, outputs=[progress, stop_indexing], cancels=uploads, api_name=False, queue=False,
                    show_progress="hidden").then(refresh, inputs=chosen, outputs=listing, api_name=False, queue=False,
                                                 show_progress="hidden")
 
