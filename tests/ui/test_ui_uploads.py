@@ -48,6 +48,10 @@ class FakeLibrary:
         self.outcome, self.pages, self.threads, self.added = outcome, pages, set(), []
         self.known = known or {}  # doc_id -> document already indexed
 
+    def refresh(self):  # the real Library re-reads other processes' changes here
+        self.refreshed = getattr(self, "refreshed", 0) + 1
+        return False
+
     def document(self, doc_id):
         return self.known.get(doc_id)
 
