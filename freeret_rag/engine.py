@@ -230,8 +230,8 @@ class FreeRet:
 
         The answer stage reads its few sources at full resolution on a GPU; on a CPU, with
         `answer_budget` "auto", it gets the search stages' budget: SmolVLM-256M at full
-        resolution turns 3 pages into 51 vision-tower passes, over two minutes before the first
-        word on a 2-core CPU (bench/bench_real_sizes.py).
+        resolution turns 3 pages into 51 vision-tower passes, 34 s from the sources to the first
+        word on a 2-core CPU against 2.9 s at the search budget (bench/figures/smolvlm-256m-cpu.txt).
         """
         s = self.settings
         if s.visual_budget == "full":
@@ -267,24 +267,19 @@ class FreeRet:
         free, _total = torch.cuda.mem_get_info(self.lm.device)
         return int(max(size, min(self.settings.max_batch_size, 0.5 * free // self._bytes_per_item)))
 
-    def _measure_memory(self, items: int):
-        """Context manager: on a GPU, record the peak memory per item of what runs inside."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def measure():
-            if self.lm.device.type != "cuda" or not items:
-                yield
-                return
-            import torch
-
-            torch.cuda.reset_peak_memory_stats(self.lm.device)
-            before = torch.cuda.memory_allocated(self.lm.device)
+    @contextmanager
+    def _measure_memory(self, items: int) -> Iterator[None]:
+        """On a GPU, record the peak memory per item of what runs inside (see `preferred_batch_size`)."""
+        if self.lm.device.type != "cuda" or not items:
             yield
-            per_item = (torch.cuda.max_memory_allocated(self.lm.device) - before) / items
-            self._bytes_per_item = max(self._bytes_per_item or 0.0, per_item)
+            return
+        import torch
 
-        return measure()
+        torch.cuda.reset_peak_memory_stats(self.lm.device)
+        before = torch.cuda.memory_allocated(self.lm.device)
+        yield
+        per_item = (torch.cuda.max_memory_allocated(self.lm.device) - before) / items
+        self._bytes_per_item = max(self._bytes_per_item or 0.0, per_item)
 
     def supports(self, item: Item) -> bool:
         """False when the item has media the model cannot see (text-only model, image item)."""

@@ -99,7 +99,6 @@ def already_indexed(library: Any, path: Path) -> Any:
     from .library import file_sha256  # the library's own content hash (its doc_id is the same prefix)
 
     try:
-        library.refresh()  # another process may have deleted it; a Chroma server must answer
         return library.document(file_sha256(path)[:16])
     except Exception:  # a lookup problem only costs the shortcut: the add checks again
         log.exception("could not look up %s", path)
@@ -113,9 +112,14 @@ def triage(library: Any, paths: Iterable[str | Path], max_bytes: int,
     files = [Path(p) for p in paths or [] if p]
     result = IngestResult([FileStatus(path.name) for path in files])
     pending = []
+    try:
+        library.refresh()  # once per upload: another process may have deleted a document; a server must answer
+        current = True
+    except Exception:  # a server gone away: no shortcut, the add says what is wrong
+        current = False
     for position, (path, status) in enumerate(zip(files, result.files)):
         problem = upload_problem(path, max_bytes, reads_images)
-        known = None if problem else already_indexed(library, path)
+        known = already_indexed(library, path) if current and not problem else None
         if problem:
             status.state, status.message = "skipped", problem
         elif known is not None:
