@@ -204,7 +204,18 @@ def test_threshold_099_with_top_k_20_answers_from_nothing_unscored(server, corpu
 
 # -- 4: Stop ------------------------------------------------------------------------------------------
 
+def ensure_indexed(server, *paths: Path) -> None:
+    """The files in the server's library (an upload of a file already there changes nothing), so a
+    test does not depend on what earlier tests uploaded."""
+    from gradio_client import Client, handle_file
+
+    client = Client(server.url, verbose=False, analytics_enabled=False, download_files=False)
+    rows = client.predict([handle_file(str(path)) for path in paths], api_name="/add_files")
+    assert all(row["state"] == "done" for row in rows), rows
+
+
 def test_stop_ends_the_answer_within_a_second_and_keeps_it(server, corpus):
+    ensure_indexed(server, corpus["pdf"])
     with browser_page() as page:
         open_app(page, server)
         page.get_by_role("tab", name="Settings").click()
