@@ -39,6 +39,7 @@ from .settings import RERANK_K
 from .errors import FreeRetError, IndexMismatchError, IngestError, StoreUnreachableError
 from .items import Hit, Item, ItemKind, Query
 from .locking import Writer, WriterLock, this_writer
+from .replicas import SYNC_EVERY_S
 from .media import MediaSettings, kind_for_path, load_items
 from .media.common import plain_name, read_ahead
 from .selfcheck import SelfCheck
@@ -305,6 +306,7 @@ class Library:
         self._writer.observe()  # before reading: a write after this makes what we read stale
         self._recovered = False
         self._waiting: list[WaitingDocument] | None = None  # cache of `waiting()`, reset when the index changes
+        self._synced_at = float("-inf")  # last look at a Chroma server's change log (refresh)
         self.client = connect(self.data_dir, chroma_url)
         indexes = list_indexes(self.client)
         if engine is not None:
@@ -358,6 +360,8 @@ class Library:
         with self._lock, self._writer as stale:
             if stale:
                 self._reopen()
+            elif self.chroma_url and time.monotonic() - self._synced_at >= SYNC_EVERY_S:  # a replica may have written
+                self._sync()
             if stale or not self._recovered:
                 self._recover()
                 self._recovered = True
@@ -377,7 +381,8 @@ class Library:
     def _open_store(self, model_id: str, prompt_version: str, status: str) -> Store:
         """The store, with its lexical index loaded from `lexical/` when saved for the index's current
         generation, else rebuilt from Chroma and saved there (a cache file: the index is unchanged)."""
-        store = Store(self.client, model_id, prompt_version, status=status, cache_dir=self.data_dir / "lexical")
+        store = Store(self.client, model_id, prompt_version, status=status, cache_dir=self.data_dir / "lexical",
+                      changelog=self.chroma_url is not None)  # replicas on one server (replicas.py)
         self._persist(store)
         return store
 
@@ -424,17 +429,37 @@ class Library:
         """Re-read the index if another process wrote since this one last read it (e.g. the CLI
         added files while the app runs); True if it did. Cheap when nothing changed: it reads one
         small file. Writes do this by themselves. With a Chroma server, also one heartbeat: a server
-        that went away is said at once (StoreUnreachableError), not shown as a stale listing."""
+        that went away is said at once (StoreUnreachableError), not shown as a stale listing. At most
+        every SYNC_EVERY_S, that request is instead a look at the server's change log: what other
+        processes on the same server (replicas, other data folders) changed is re-read (replicas.py)."""
+        synced = False
         if self.chroma_url:
-            self.client.heartbeat()
+            if time.monotonic() - self._synced_at < SYNC_EVERY_S:
+                self.client.heartbeat()
+            else:
+                synced = self._sync()
         if not self._writer.changed():  # first without the lock: a write of this process holds it
-            return False  # for a whole file, and its own writes leave nothing to re-read
+            return synced  # for a whole file, and its own writes leave nothing to re-read
         with self._lock:
             if not self._writer.changed():
                 return False
             self._writer.observe()
             self._reopen()
             return True
+
+    def _sync(self) -> bool:
+        """Re-read what other processes on the Chroma server changed (its change log, one request
+        when nothing did; replicas.py). True if anything was re-read."""
+        self._synced_at = time.monotonic()
+        changed = self.store.sync()
+        if changed is None:  # this view is older than the log keeps: read everything again
+            with self._lock:
+                self._reopen()
+            return True
+        if changed:
+            self._checked, self._waiting = None, None  # the self-check may have been re-measured there
+            log.info("%d document(s) changed by another process on %s: re-read", len(changed), self.location)
+        return bool(changed)
 
     def _engine(self) -> Any:
         if self.engine is None:

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +34,7 @@ from scipy import sparse
 
 from .fusion import CHANNELS, PLAIN, RRF_K, Weights, fuse, ordered, rrf  # noqa: F401  (rrf re-exported)
 from .items import Hit, Item, ItemKind
+from .replicas import ChangeLog
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
@@ -361,7 +362,7 @@ class Store:
     """
 
     def __init__(self, client, model_id: str, prompt_version: str, status: str = "active",
-                 cache_dir: str | Path | None = None) -> None:
+                 cache_dir: str | Path | None = None, changelog: bool = False) -> None:
         self.client = client
         self.model_id = model_id
         self.prompt_version = prompt_version
@@ -371,6 +372,10 @@ class Store:
             metadata=self._meta(status))
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._lock = threading.Lock()
+        #: With `changelog` (a Chroma server shared by replicas): changes are recorded for the other
+        #: processes, and `sync` re-reads what they changed (replicas.py). Opened before the items are read.
+        self.changes = ChangeLog(client, self.name) if changelog else None
+        self._syncing = threading.Lock()
         #: The generation this view is known to equal (read before the items), and whether it still does.
         self.generation: str | None = (self.collection.metadata or {}).get(GENERATION)
         self._in_sync = True
@@ -463,7 +468,7 @@ class Store:
         return True
 
     @contextmanager
-    def _changing(self) -> Iterator[None]:
+    def _changing(self, doc_ids: Iterable[str] = ()) -> Iterator[None]:
         """Around a change of the set of complete items: a new generation first, so that no saved
         state (ours or another process's) is taken for what Chroma holds during and after it. This
         view stays in sync only if it was of the generation replaced and the change completes."""
@@ -473,8 +478,39 @@ class Store:
         self.generation = uuid.uuid4().hex
         self.collection.modify(metadata={**stored, GENERATION: self.generation})
         self.unsaved = True
-        yield
+        try:
+            yield
+        except BaseException:  # part of it may be in Chroma: the other replicas re-read these all the same
+            if self.changes is not None:
+                with suppress(Exception):
+                    self.changes.record(doc_ids)
+            raise
         self._in_sync = was_in_sync
+        if self.changes is not None:  # once the change is in Chroma: the other replicas re-read these
+            self.changes.record(doc_ids)
+
+    def sync(self) -> set[str] | None:
+        """Re-read the documents that other processes changed since the last look, as the change log
+        says (one small request when nothing changed). Returns their ids ({} when none, or when another
+        thread of this process is looking already), or None when this view is too old for the log:
+        the caller must open the store afresh. Without a change log: {}."""
+        if self.changes is None or not self._syncing.acquire(blocking=False):
+            return set()
+        try:
+            changed = self.changes.changes()
+            for doc_id in sorted(changed or ()):
+                self._reread(doc_id)
+            return changed
+        finally:
+            self._syncing.release()
+
+    def _reread(self, doc_id: str) -> None:
+        """A document's complete items as Chroma has them now replace this view's (none: forgotten)."""
+        rows = [(i, m, d or "") for i, m, d in self._get({"doc_id": doc_id}, ["metadatas", "documents"])
+                if m.get("complete")]
+        self._in_sync = False  # patched: no longer the view of one generation
+        self._forget({doc_id})
+        self._remember(rows)
 
     # -- reading ---------------------------------------------------------------------------------
     def _get(self, where: dict[str, Any], include: list[str]) -> Iterable[tuple[str, dict, str]]:
@@ -596,7 +632,7 @@ class Store:
         """
         rows = list(self._get({"doc_id": doc_id}, ["metadatas", "documents"]))
         flip = {"complete": True, "n_items": len(rows)}
-        with self._changing():
+        with self._changing({doc_id}):
             for part in self._batches(len(rows)):
                 self.collection.update(ids=[row[0] for row in rows[part]], metadatas=[flip] * len(rows[part]))
             self._forget({doc_id})
@@ -608,7 +644,7 @@ class Store:
         doc_ids = set(doc_ids)
         if not doc_ids:
             return
-        with self._changing():
+        with self._changing(doc_ids):
             self.collection.delete(where={"doc_id": {"$in": sorted(doc_ids)}})
             self._forget(doc_ids)
 
@@ -628,7 +664,7 @@ class Store:
         and `source` change, its items and vectors stay. Returns it as updated (None if absent)."""
         ids = [item_id for item_id, _, _ in self._get({"doc_id": doc_id}, ["metadatas"])]
         moved = {"path": path, "source": source}
-        with self._changing():  # the lexical index changes (it holds the file name): a new generation
+        with self._changing({doc_id}):  # the lexical index changes (it holds the file name): a new generation
             for part in self._batches(len(ids)):
                 self.collection.update(ids=ids[part], metadatas=[moved] * len(ids[part]))
             self._forget({doc_id})  # re-read the document under its new name
