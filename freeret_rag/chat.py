@@ -18,7 +18,7 @@ lock ownership sane; closing the generator (a browser went away) stops the work 
 A stop flag (`respond(..., stop=event)`, the Stop button) ends the rerank at its next batch and
 generation at its next token (`cancel`), and the turn ends with a `stopped` event.
 
-`for_spaces(engine)` wraps the engine's model calls in `spaces.GPU` when the `spaces` package is
+`for_spaces(engine)` (spaces_gpu.py) wraps the engine's model calls in `spaces.GPU` when the `spaces` package is
 installed (Hugging Face ZeroGPU), splitting long indexing jobs into several short GPU calls.
 """
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 from . import cancel, settings
 from .errors import FreeRetError
@@ -233,96 +233,5 @@ def turn(question: str, answer: str) -> list[dict]:
             {"role": "assistant", "content": answer.strip() or EMPTY_ANSWER}]
 
 
-# -- Hugging Face Spaces (ZeroGPU) ------------------------------------------------------------------
-
-def spaces_gpu() -> Callable | None:
-    """`spaces.GPU` when the `spaces` package is installed, else None."""
-    try:
-        import spaces  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return getattr(spaces, "GPU", None)
-
-
-class SpacesEngine:
-    """The engine with every model call inside `spaces.GPU` (a no-op outside ZeroGPU Spaces).
-
-    ZeroGPU lends a GPU per call for a limited time, so long indexing jobs are split: `embed`
-    runs `chunk` items per GPU call. Calls take and return plain data (items, hits, arrays,
-    strings), which ZeroGPU can move between processes.
-    """
-
-    def __init__(self, engine: Any, gpu: Callable, chunk: int = 16, duration: int = 60,
-                 answer_duration: int = 120) -> None:
-        self._engine = engine
-        self.chunk = chunk
-        self.gpu_calls = 0
-        self._embed = gpu(duration=duration)(self._count(engine.embed))
-        self._embed_words = gpu(duration=duration)(self._count(engine.embed_with_words))
-        self._embed_query = gpu(duration=duration)(self._count(engine.embed_query))
-        self._query_words = gpu(duration=duration)(self._count(engine.embed_query_with_words))
-        self._write_query = gpu(duration=duration)(self._count(engine.write_query))
-        self._rerank = gpu(duration=duration)(self._count(engine.rerank))
-        self._standalone = gpu(duration=duration)(self._count(engine.standalone_query))
-        self._answer_stream = gpu(duration=answer_duration)(self._count_stream(engine.answer_stream))
-
-    def _count(self, function: Callable) -> Callable:
-        def call(*args, **kwargs):
-            self.gpu_calls += 1
-            return function(*args, **kwargs)
-        return call
-
-    def _count_stream(self, function: Callable) -> Callable:
-        def stream(*args, **kwargs):
-            self.gpu_calls += 1
-            yield from function(*args, **kwargs)
-        return stream
-
-    def __getattr__(self, name: str) -> Any:  # model_id, capabilities, prompt_version, supports ...
-        return getattr(self._engine, name)
-
-    def embed(self, items, batch_size=None):
-        import numpy as np
-
-        items = list(items)
-        if len(items) <= self.chunk:
-            return self._embed(items, batch_size)
-        parts = [self._embed(items[start:start + self.chunk], batch_size) for start in range(0, len(items), self.chunk)]
-        return np.concatenate(parts, axis=0)
-
-    def embed_with_words(self, items, batch_size=None, top_words=24):
-        import numpy as np
-
-        items = list(items)
-        parts = [self._embed_words(items[start:start + self.chunk], batch_size, top_words)
-                 for start in range(0, len(items), self.chunk)] or [self._embed_words(items, batch_size, top_words)]
-        return np.concatenate([vectors for vectors, _ in parts], axis=0), [w for _, words in parts for w in words]
-
-    def embed_query(self, query):
-        return self._embed_query(query)
-
-    def embed_query_with_words(self, query, top_words=24):
-        return self._query_words(query, top_words)
-
-    def write_query(self, item):
-        return self._write_query(item)
-
-    def rerank(self, query, hits, batch_size=None):
-        return self._rerank(query, hits, batch_size)
-
-    def standalone_query(self, question, history=()):
-        return self._standalone(question, list(history))
-
-    def answer_stream(self, question, sources, history=(), image=None):
-        return self._answer_stream(question, list(sources), list(history), image)
-
-    def answer(self, question, sources, history=(), image=None) -> Answer:
-        from .engine import FreeRet
-
-        return FreeRet.answer(self, question, sources, history, image)  # streams through the GPU wrapper
-
-
-def for_spaces(engine: Any, gpu: Callable | None = None, **options) -> Any:
-    """Wrap `engine` for ZeroGPU when `spaces` is installed (or `gpu` is given); else return it."""
-    gpu = gpu or spaces_gpu()
-    return engine if gpu is None else SpacesEngine(engine, gpu, **options)
+# -- Hugging Face Spaces (ZeroGPU): in spaces_gpu.py, re-exported here ------------------------------
+from .spaces_gpu import SpacesEngine, for_spaces, spaces_gpu  # noqa: E402,F401

@@ -189,3 +189,42 @@ def test_the_change_log_returns_other_views_changes_once_and_never_its_own(tmp_p
     # looked just now: fine again; records within the margin of that look come again (re-reading is harmless)
     assert mine.changes(now=start + 5 + KEEP_S - MARGIN_S + 2) == {"d5"}
     assert list_indexes(client) == []  # the log is not taken for an index
+
+
+# -- two real app processes ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_two_app_processes_on_one_server_show_each_others_uploads(tiny_model_dirs, chroma_server, tmp_path):  # noqa: F811
+    """`python app.py` twice (the tiny model, a data folder each) on one Chroma server: a file uploaded
+    through A's API is listed by B's /documents and cited by B's /chat, then deleted through A and
+    gone from B's, with neither restarted."""
+    sys.path.insert(0, str(REPO / "tests" / "ui"))
+    from gradio_client import Client, handle_file
+    from ui_harness import model_app
+
+    notes = tmp_path / "zeppelin-rules.txt"
+    notes.write_text("Quixotic zeppelin mooring rules: the harbour master checks every mast at dawn.\n")
+    flags = ["--chroma-url", chroma_server, "--top-k", "3", "--rerank-k", "0", "--max-answer-tokens", "8",
+             "--min-relevance", "0"]
+    model = tiny_model_dirs["qwen2_vl"]
+    with model_app(model, tmp_path / "app-a", flags, "replica-a.log") as app_a, \
+            model_app(model, tmp_path / "app-b", flags, "replica-b.log") as app_b:
+        a, b = (Client(app.url, verbose=False, analytics_enabled=False, download_files=False) for app in (app_a, app_b))
+        assert b.predict(api_name="/documents") == []
+        report = a.predict([handle_file(str(notes))], api_name="/add_files")
+        assert [(row["file"], row["state"]) for row in report] == [("zeppelin-rules.txt", "done")]
+
+        deadline = time.monotonic() + DEADLINE_S
+        while not (listed := b.predict(api_name="/documents")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [row["file"] for row in listed] == ["zeppelin-rules.txt"], app_b.log()
+        job = b.submit({"text": "zeppelin mooring rules", "files": []}, [], api_name="/chat")
+        final = json.dumps(job.result()[0][-1])
+        assert "zeppelin-rules.txt" in final, final[-2000:]  # B's answer cites the file A indexed
+
+        assert a.predict(listed[0]["doc_id"], api_name="/delete") == "Deleted zeppelin-rules.txt."
+        deadline = time.monotonic() + DEADLINE_S
+        while (listed := b.predict(api_name="/documents")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert listed == [], app_b.log()
+        job = b.submit({"text": "zeppelin mooring rules", "files": []}, [], api_name="/chat")
+        assert "zeppelin-rules.txt" not in json.dumps(job.result()[0][-1])
