@@ -28,7 +28,7 @@ import uuid
 from typing import Any, Iterable
 
 LOG_PREFIX = "freeretlog-"  # not "freeret-": store.list_indexes must not take it for an index
-MARGIN_S = 60.0  # records written up to this long before a reader's previous look are read again
+MARGIN_S = 10.0  # records written up to this long before a reader's previous look are read again
 KEEP_S = 3600.0  # records older than this are deleted by writers
 SYNC_EVERY_S = 0.5  # a replica asks the server at most this often (Library.refresh)
 

@@ -203,7 +203,7 @@ def test_two_app_processes_on_one_server_show_each_others_uploads(tiny_model_dir
 
     notes = tmp_path / "zeppelin-rules.txt"
     notes.write_text("Quixotic zeppelin mooring rules: the harbour master checks every mast at dawn.\n")
-    flags = ["--chroma-url", chroma_server, "--top-k", "3", "--rerank-k", "0", "--max-answer-tokens", "8",
+    flags = ["--chroma-url", chroma_server, "--top-k", "3", "--rerank-k", "1", "--max-answer-tokens", "8",
              "--min-relevance", "0"]
     model = tiny_model_dirs["qwen2_vl"]
     with model_app(model, tmp_path / "app-a", flags, "replica-a.log") as app_a, \
