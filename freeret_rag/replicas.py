@@ -42,8 +42,8 @@ class ChangeLog:
     """The change log of one index on a Chroma server, as seen by one view of it (`by`)."""
 
     def __init__(self, client: Any, index_name: str, now: float | None = None) -> None:
-        self.collection = client.get_or_create_collection(log_name(index_name), embedding_function=None,
-                                                          metadata={"index": index_name})
+        self.client, self.index_name = client, index_name
+        self._collection: Any = None  # created by the first writer: opening and reading write nothing
         self.by = uuid.uuid4().hex  # this view: its own records are not re-read
         self._lock = threading.Lock()
         #: The reader's previous look (its own clock); records from MARGIN_S before it on are read.
@@ -56,9 +56,12 @@ class ChangeLog:
         if not doc_ids:
             return
         now = time.time() if now is None else now
-        self.collection.add(ids=[uuid.uuid4().hex], embeddings=[[1.0]],  # Chroma wants a vector
+        if self._collection is None:
+            self._collection = self.client.get_or_create_collection(
+                log_name(self.index_name), embedding_function=None, metadata={"index": self.index_name})
+        self._collection.add(ids=[uuid.uuid4().hex], embeddings=[[1.0]],  # Chroma wants a vector
                             metadatas=[{"at": now, "by": self.by, "docs": json.dumps(doc_ids)}])
-        self.collection.delete(where={"at": {"$lt": now - KEEP_S}})
+        self._collection.delete(where={"at": {"$lt": now - KEEP_S}})
 
     def changes(self, now: float | None = None) -> set[str] | None:
         """The documents that other views changed since this one's previous look (one request), or
@@ -69,7 +72,15 @@ class ChangeLog:
             if now - since > KEEP_S:
                 self.looked, self._seen = now, {}
                 return None
-            page = self.collection.get(where={"at": {"$gte": since}}, include=["metadatas"])
+            if self._collection is None:
+                from chromadb.errors import NotFoundError
+
+                try:
+                    self._collection = self.client.get_collection(log_name(self.index_name), embedding_function=None)
+                except NotFoundError:  # nobody wrote since the log exists: nothing to re-read
+                    self.looked = now
+                    return set()
+            page = self._collection.get(where={"at": {"$gte": since}}, include=["metadatas"])
             changed: set[str] = set()
             for record_id, meta in zip(page["ids"], page["metadatas"] or []):
                 if record_id in self._seen:

@@ -173,6 +173,8 @@ def test_the_change_log_returns_other_views_changes_once_and_never_its_own(tmp_p
     client = chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False))
     start = 1_000_000.0
     mine, other = ChangeLog(client, "freeret-x", now=start), ChangeLog(client, "freeret-x", now=start)
+    assert mine.changes(now=start + 0.5) == set()  # no log yet: reading creates nothing (opening writes nothing)
+    assert [c.name for c in client.list_collections()] == []
     assert log_name("freeret-x") != log_name("freeret-y") and not log_name("freeret-x").startswith("freeret-")
     other.record(["d2", "d1"], now=start + 1)
     mine.record(["d3"], now=start + 2)
