@@ -230,3 +230,37 @@ def test_two_app_processes_on_one_server_show_each_others_uploads(tiny_model_dir
         assert listed == [], app_b.log()
         job = b.submit({"text": "zeppelin mooring rules", "files": []}, [], api_name="/chat")
         assert "zeppelin-rules.txt" not in json.dumps(job.result()[0][-1])
+
+
+def test_a_views_sync_follows_another_views_commit_move_and_delete(tmp_path):
+    """Two views (Stores with a change log) of one index: after each change by one, the other's
+    `sync` re-reads exactly that document, and its listing equals what Chroma holds."""
+    from freeret_rag.items import Item
+    from freeret_rag.store import Store, connect
+
+    client = connect(tmp_path)
+    writer, reader = Store(client, "m", "p1", changelog=True), Store(client, "m", "p1", changelog=True)
+    items = [Item(kind="text", text=f"zeppelin mooring rule {n}", item_id=f"d1:{n}", doc_id="d1", source="rules.txt",
+                  chunk=n) for n in range(3)]
+    writer.put(items, np.eye(3, 4, dtype=np.float32), {"content_hash": "h" * 64, "path": "/in/rules.txt",
+                                                        "file_type": "text", "added_at": 1.0})
+    assert reader.sync() == set()  # pending items are nobody's business yet
+    writer.commit("d1")
+
+    def chroma_paths() -> dict[str, set[str]]:  # doc_id -> paths of its complete items, read directly
+        rows = client.get_collection(writer.name).get(where={"complete": True}, include=["metadatas"])["metadatas"]
+        return {m["doc_id"]: {r["path"] for r in rows if r["doc_id"] == m["doc_id"]} for m in rows}
+
+    assert reader.sync() == {"d1"} and chroma_paths() == {"d1": {"/in/rules.txt"}}
+    assert [(d.doc_id, d.path, d.items) for d in reader.documents()] == [("d1", "/in/rules.txt", 3)]
+    assert {i for i, _ in reader.lexical.search("zeppelin", 10)} == {"d1:0", "d1:1", "d1:2"}
+    assert reader.sync() == set()  # nothing new: nothing re-read
+
+    writer.relocate("d1", "/in/moved/harbour.txt", "harbour.txt")  # same items, another name
+    assert reader.sync() == {"d1"} and chroma_paths() == {"d1": {"/in/moved/harbour.txt"}}
+    assert [(d.path, d.source) for d in reader.documents()] == [("/in/moved/harbour.txt", "harbour.txt")]
+    assert {i for i, _ in reader.lexical.search("harbour", 10)} == {"d1:0", "d1:1", "d1:2"}  # the new name
+
+    writer.delete(["d1"])
+    assert reader.sync() == {"d1"} and chroma_paths() == {}
+    assert reader.documents() == [] and len(reader) == 0 and reader.lexical.search("zeppelin", 10) == []
