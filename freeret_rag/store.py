@@ -6,7 +6,8 @@ Crash safety lives here too. A document's items are written with `complete=False
 only see complete items, and `purge_incomplete` removes what a crash left behind, asking the caller
 which writers (the `writer` metadata of the items) are dead. Chroma is the only source of truth, so
 the same rules hold for the embedded client and for a Chroma server; the in-memory view of complete
-items is this process's copy, which `committed` refreshes for one document from Chroma.
+items is this process's copy, which `committed` refreshes for one document from Chroma, and `sync`
+for the documents other processes on the same server changed (their change log, replicas.py).
 """
 
 from __future__ import annotations
