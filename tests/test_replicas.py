@@ -1,7 +1,8 @@
 """Several replicas on one Chroma server (issue 12, part 4): two long-running processes, each with its
-own Library (own data folder, so only the server is shared), on a real `chroma run`. What one adds
-is found by the other's dense and keyword channels within seconds, and what it deletes is gone from
-the other's search, listing and `serves`, with no restart. Expected values are read from the server
+own Library, on a real `chroma run` (with a data folder each, so only the server is shared, and with
+one shared data folder, as the README recommends). What one adds is found by the other's dense and
+keyword channels within seconds, and what it deletes is gone from the other's search, listing and
+`serves`, with no restart. Expected values are read from the server
 directly (a fresh client, brute-force cosine over every stored vector), never from a Library.
 
 Also the change log itself (replicas.ChangeLog) on an in-memory Chroma: records of other views are
@@ -117,9 +118,10 @@ def poll(replica: Replica, expected, deadline_s: float = DEADLINE_S, **command) 
         time.sleep(0.1)
 
 
-@pytest.fixture()
-def replicas(tmp_path, chroma_server):  # noqa: F811 - the fixture imported above
-    made = [Replica(tmp_path, "data-a", chroma_server), Replica(tmp_path, "data-b", chroma_server)]
+@pytest.fixture(params=["a data folder each", "one shared data folder"])
+def replicas(request, tmp_path, chroma_server):  # noqa: F811 - the fixture imported above
+    folders = ["data-a", "data-b"] if request.param == "a data folder each" else ["data", "data"]
+    made = [Replica(tmp_path, folder, chroma_server) for folder in folders]
     yield made
     for replica in made:
         replica.close()
