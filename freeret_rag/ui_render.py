@@ -426,7 +426,7 @@ def sources_data(hits: Sequence[Hit], originals: Mapping[str, str] | None = None
         original = originals.get(item.doc_id)
         rows.append({
             "number": number, "cited": number in cited, "file": item.source, "kind": item.kind,
-            "page": item.page, "t_start": item.t_start, "t_end": item.t_end, "doc_id": item.doc_id,
+            "page": item.page, "t_start": item.t_start, "t_end": item.t_end, "chunk": item.chunk, "doc_id": item.doc_id,
             "item_id": item.item_id, "label": item.label,
             "scores": {"rerank": hit.rerank_score, "dense": hit.dense_score, "lexical": hit.lexical_score,
                        "fused": hit.fused_score, "final": hit.final_score},
