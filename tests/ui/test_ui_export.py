@@ -12,8 +12,6 @@ import pytest
 
 from ui_harness import GUIDE_PAGES, AppServer, make_pdf
 
-pytestmark = [pytest.mark.slow]
-
 FLAGS = ["--top-k", "5", "--rerank-k", "3", "--sources", "2", "--max-answer-tokens", "12", "--min-relevance", "0"]
 QUESTION = "Which beetles eat aphids?"
 
@@ -25,6 +23,7 @@ def plain(content) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", str(content))).strip()
 
 
+@pytest.mark.slow
 def test_export_endpoint_resolves_chat_sources_to_file_and_page(tiny_model_dirs, tmp_path):
     from gradio_client import Client, handle_file
 
@@ -61,3 +60,26 @@ def test_export_endpoint_resolves_chat_sources_to_file_and_page(tiny_model_dirs,
         cited = " (cited)" if source["cited"] else ""
         assert f"- \\[{source['number']}\\] garden-guide.pdf, page {source['page']}{cited}\n" in first
     assert second == "\n\n> And the roses?\n\nNo idea.\n"
+
+
+def test_the_app_writes_the_sessions_export_with_model_and_library(make_app, tmp_path):
+    """FreeRetApp.export_chat (what the button and /export call): the header names the loaded model
+    and the library's folder; each session has its own file, replaced by its next export."""
+    from freeret_rag.export import remove_export
+    from freeret_rag.ui import export_folder
+
+    app = make_app("--data-dir", str(tmp_path / "my-library"))
+    turns = [{"question": "Q?", "answer": "A [1].", "sources": [
+        {"number": 1, "cited": True, "file": "notes.txt", "kind": "text", "chunk": 2}]}]
+    first = Path(app.export_chat(turns, "session-a"))
+    other = Path(app.export_chat([], "session-b"))
+    text = first.read_text(encoding="utf-8")
+    assert first.parent == export_folder() / "session-a" and other.parent == export_folder() / "session-b"
+    assert f"- Model: `{app.engine.model_id}`\n- Library: my-library\n" in text
+    assert text.endswith("> Q?\n\nA [1].\n\n**Sources**\n\n- \\[1\\] notes.txt, part 3 (cited)\n")
+    again = Path(app.export_chat(turns[:0], "session-a"))
+    assert not first.exists() or first == again
+    assert "(No questions asked yet.)" in again.read_text(encoding="utf-8") and other.exists()
+    for session in ("session-a", "session-b"):
+        remove_export(export_folder(), session)
+    assert not again.exists() and not other.exists()
