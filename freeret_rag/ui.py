@@ -709,6 +709,15 @@ def build_blocks(app: FreeRetApp):
         stop.click(stop_turn, api_name=False, queue=False, show_progress="hidden")
         new_chat.click(lambda: ([], [], None), outputs=[chatbot, history, textbox], api_name=False, queue=False)
         new_chat.click(new_chat_export, outputs=[turns, download], api_name=False, queue=False, show_progress="hidden")
+
+        def end_session(request):
+            """A closed or reloaded tab: the session's export file goes."""
+            from .export import remove_export
+
+            remove_export(export_folder(), request.session_hash)
+
+        end_session.__annotations__ = {"request": gr.Request}
+        demo.unload(end_session)
         # Static first values above; every page load refreshes them (without progress overlays).
         demo.load(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
 

@@ -5,6 +5,8 @@ source card's citation resolved to its file and page (read from the cards on scr
 from __future__ import annotations
 
 import re
+import time
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,7 @@ QUESTION = "Which beetles eat aphids?"
 
 def test_browser_download_chat_as_markdown(tiny_model_dirs, tmp_path):
     pdf = make_pdf(tmp_path / "garden-guide.pdf", GUIDE_PAGES)
+    started = time.time() - 1
     with AppServer(["--model", str(tiny_model_dirs["qwen2_vl"]), "--data-dir", str(tmp_path / "data"), *FLAGS],
                    log_name="app-export-browser.log") as app, browser_page() as page:
         page.goto(app.url)
@@ -48,5 +51,26 @@ def test_browser_download_chat_as_markdown(tiny_model_dirs, tmp_path):
             assert re.search(rf"^- \\\[{number}\\\] garden-guide\.pdf, page {page_number}( \(cited\))?$", text,
                              re.M), (card, text)
 
-        page.click("#fr-new-chat")  # a new chat has nothing to download
+        [kept] = session_exports(started)  # the session's file on the server, until New chat
+        page.click("#fr-new-chat")  # a new chat has nothing to download, and its file goes
         page.wait_for_function("() => document.querySelector('#fr-download-chat').disabled", timeout=30_000)
+        assert not kept.exists() and session_exports(started) == []
+
+        page.fill("#fr-question textarea", "What needs a pump check?")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => !document.querySelector('#fr-download-chat').disabled", timeout=180_000)
+        [kept] = session_exports(started)
+        assert "What needs a pump check?" in kept.read_text(encoding="utf-8") and QUESTION not in kept.read_text()
+        page.goto("about:blank")  # the tab leaves: the session ends, its export goes
+        deadline = time.monotonic() + 30
+        while kept.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not kept.exists()
+
+
+def session_exports(since: float) -> list[Path]:
+    """The export files written since `since` (this test's session: the app runs on this machine)."""
+    from freeret_rag.ui import export_folder
+
+    return [path for path in export_folder().glob("*/chat-*.md") if path.stat().st_mtime >= since
+            and not path.parent.name.startswith("api-")]
