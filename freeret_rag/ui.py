@@ -668,7 +668,7 @@ def build_blocks(app: FreeRetApp):
             chatbot_now, plain_now, data = messages, plain_history(plain), []
             for chatbot_now, plain_now, data in view.answer_turn_data(
                     turn_now, messages, plain, top_k_, rerank_, rerank_k_, n_sources_, min_relevance_,
-                    fixed_threshold_, stop=view.stop_flag(request.session_hash)):
+                    fixed_threshold_, stop=app.stop_flag(request.session_hash)):
                 yield chatbot_now, plain_now, gr.skip()
             if turn_now:
                 from .export import export_turn
@@ -757,8 +757,12 @@ def build_blocks(app: FreeRetApp):
         def api_export(turns_, request):
             from .export import export_turn
 
-            kept = [export_turn(str(t.get("question") or ""), str(t.get("answer") or ""), t.get("sources") or ())
-                    for t in turns_ or () if isinstance(t, dict)]
+            if not isinstance(turns_, list) or not all(isinstance(t, dict) and isinstance(t.get("sources") or [], list)
+                                                       for t in turns_):
+                raise gr.Error('Pass a list of turns: {"question": ..., "answer": ..., "sources": [as /chat '
+                               'returned them]}.')
+            kept = [export_turn(str(t.get("question") or ""), str(t.get("answer") or ""),
+                                [s for s in t.get("sources") or () if isinstance(s, dict)]) for t in turns_]
             return app.for_request(request).export_chat(kept, "api-" + (request.session_hash or "client"))
 
         api_export.__annotations__ = {"request": gr.Request}

@@ -50,6 +50,9 @@ def test_export_endpoint_resolves_chat_sources_to_file_and_page(tiny_model_dirs,
         else:
             text = path.read_text(encoding="utf-8")
 
+        with pytest.raises(Exception, match="Pass a list of turns"):  # bad input: one clear message
+            client.predict({"question": "not a list"}, api_name="/export")
+
     assert path.name.startswith("chat-") and path.suffix == ".md"
     assert text.startswith("# FreeRet RAG conversation\n\n- Date: ")
     assert f"- Model: `{tiny_model_dirs['qwen2_vl']}`" in text and "- Library: data" in text
