@@ -69,6 +69,9 @@ class FreeRetApp:
             self.watch_folder(folder, from_browser=False)
         self._stop_flags: dict[str, threading.Event] = {}  # browser session -> its answer's stop flag
 
+    def for_request(self, request: Any) -> "FreeRetApp":
+        return self  # h12u's per-user view replaces this when merged
+
     # -- what the model is --------------------------------------------------------------------
     @property
     def reads_images(self) -> bool:
@@ -304,6 +307,26 @@ class FreeRetApp:
                                               min_relevance, fixed_threshold, stop):
             yield chatbot, history
 
+    def answer_turn_data(self, pending: dict | None, chatbot: list | None, history: list | None,
+                         top_k: float = TOP_K, rerank: bool = RERANK, rerank_k: float = RERANK_K,
+                         n_sources: float = N_SOURCES, min_relevance: float | None = MIN_RELEVANCE,
+                         fixed_threshold: bool | None = None, stop: threading.Event | None = None,
+                         ) -> Iterator[tuple[list, list, list[dict]]]:
+        """`answer_turn` with the sources as data too: yields (chatbot, plain history, sources)."""
+        return self._turn(pending, chatbot, history, top_k, rerank, rerank_k, n_sources, min_relevance,
+                          fixed_threshold, stop)
+
+    # -- export (export.py) ---------------------------------------------------------------------
+    def export_chat(self, turns: Sequence[dict] | None, session: str, base_url: str | None = None) -> str:
+        """The conversation `turns` (export.export_turn dicts) as a Markdown file for the session to
+        download; its earlier export is replaced, old sessions' exports are swept (export.write_export)."""
+        from .export import conversation_markdown, write_export
+
+        library = getattr(self.library, "name", None) or Path(getattr(self.library, "data_dir", "") or "").name
+        text = conversation_markdown(list(turns or ()), model=self.engine.model_id, library=library,
+                                     base_url=base_url, title=f"{self.config.title} conversation")
+        return str(write_export(text, export_folder(), session))
+
     def waiting_for_reindex(self) -> str:
         """What the chat says while every document waits for a re-index with this model ("" otherwise)."""
         if not self.library.needs_reindex or self.library.documents():
@@ -364,6 +387,13 @@ class FreeRetApp:
         if final_text:
             history = history + turn(question, final_text)
         yield list(chatbot), history, data
+
+
+def export_folder() -> Path:
+    """Where the per-session export files are written (a temp folder: Gradio serves from there)."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "freeret-exports"
 
 
 def history_from_messages(messages: Sequence[Any] | None) -> list[dict]:
@@ -430,6 +460,9 @@ def build_blocks(app: FreeRetApp):
                                          scale=0, min_width=120)
                     stop = gr.Button("Stop", size="sm", variant="stop", elem_id="fr-stop", scale=0, min_width=120,
                                      visible=False)
+                    download = gr.DownloadButton("Download chat (.md)", size="sm", variant="secondary",
+                                                 elem_id="fr-download-chat", scale=0, min_width=170,
+                                                 interactive=False)  # once a question is answered
             with gr.Column(scale=2, min_width=340):
                 with gr.Tabs():
                     with gr.Tab("Library", elem_id="fr-library-tab"):
@@ -626,25 +659,65 @@ def build_blocks(app: FreeRetApp):
                 app.new_stop_flag(request.session_hash)
             return chatbot_now, turn_now, gr.update(value=None, interactive=False), gr.update(visible=bool(turn_now))
 
-        def answer_turn(turn_now, messages, plain, top_k_, rerank_, rerank_k_, n_sources_, min_relevance_,
+        # The session's turns as plain dicts (question, answer text, sources as data), for the export.
+        turns = gr.State([])
+
+        def answer_turn(turn_now, messages, plain, turns_, top_k_, rerank_, rerank_k_, n_sources_, min_relevance_,
                         fixed_threshold_, request):
-            yield from app.answer_turn(turn_now, messages, plain, top_k_, rerank_, rerank_k_, n_sources_,
-                                       min_relevance_, fixed_threshold_, stop=app.stop_flag(request.session_hash))
+            view = app.for_request(request)
+            chatbot_now, plain_now, data = messages, plain_history(plain), []
+            for chatbot_now, plain_now, data in view.answer_turn_data(
+                    turn_now, messages, plain, top_k_, rerank_, rerank_k_, n_sources_, min_relevance_,
+                    fixed_threshold_, stop=app.stop_flag(request.session_hash)):
+                yield chatbot_now, plain_now, gr.skip()
+            if turn_now:
+                from .export import export_turn
+
+                grew = len(plain_now) > len(plain_history(plain))
+                answered = plain_now[-1]["content"] if grew else ""
+                turns_ = [*(turns_ or []), export_turn(turn_now["text"], answered, data, turn_now.get("image"))]
+            yield chatbot_now, plain_now, turns_
+
+        def export_download(turns_, request):
+            """The download button holds the session's conversation as Markdown (rewritten per turn)."""
+            if not turns_:
+                return gr.update(value=None, interactive=False)
+            path = app.for_request(request).export_chat(turns_, request.session_hash)
+            return gr.update(value=path, interactive=True)
+
+        def new_chat_export(request):
+            from .export import remove_export
+
+            remove_export(export_folder(), request.session_hash)
+            return [], gr.update(value=None, interactive=False)
 
         def stop_turn(request):
             app.stop(request.session_hash)
 
-        for function in (submit_turn, answer_turn, stop_turn):  # Gradio injects the request by this type
-            function.__annotations__ = {"request": gr.Request}
+        for function in (submit_turn, answer_turn, stop_turn, export_download, new_chat_export):
+            function.__annotations__ = {"request": gr.Request}  # Gradio injects the request by this type
 
         textbox.submit(submit_turn, inputs=[textbox, chatbot], outputs=[chatbot, pending, textbox, stop],
                        api_name=False, queue=False
-                       ).then(answer_turn, inputs=[pending, chatbot, history, *settings],
-                              outputs=[chatbot, history], api_name=False, show_progress="minimal", **model_events
+                       ).then(answer_turn, inputs=[pending, chatbot, history, turns, *settings],
+                              outputs=[chatbot, history, turns], api_name=False, show_progress="minimal",
+                              **model_events
                               ).then(lambda: (gr.update(interactive=True), gr.update(visible=False)),
-                                     outputs=[textbox, stop], api_name=False, queue=False)
+                                     outputs=[textbox, stop], api_name=False, queue=False
+                                     ).then(export_download, inputs=turns, outputs=download, api_name=False,
+                                            queue=False, show_progress="hidden")
         stop.click(stop_turn, api_name=False, queue=False, show_progress="hidden")
         new_chat.click(lambda: ([], [], None), outputs=[chatbot, history, textbox], api_name=False, queue=False)
+        new_chat.click(new_chat_export, outputs=[turns, download], api_name=False, queue=False, show_progress="hidden")
+
+        def end_session(request):
+            """A closed or reloaded tab: the session's export file goes."""
+            from .export import remove_export
+
+            remove_export(export_folder(), request.session_hash)
+
+        end_session.__annotations__ = {"request": gr.Request}
+        demo.unload(end_session)
         # Static first values above; every page load refreshes them (without progress overlays).
         demo.load(refresh, outputs=listing, api_name=False, queue=False, show_progress="hidden")
 
@@ -674,6 +747,26 @@ def build_blocks(app: FreeRetApp):
         api_chat_button.click(app.api_chat, inputs=[textbox, chatbot, *settings],
                               outputs=[chatbot, api_sources, textbox], api_name="chat", **model_events)
         api_add_button.click(api_add, inputs=api_files, outputs=api_report, api_name="add_files", **library_events)
+
+        # /export: a conversation as Markdown. `turns` is a list of {"question", "answer", "sources"}
+        # (sources exactly as /chat returned them); the answer is a .md file.
+        api_turns = gr.JSON(visible=False)
+        api_export_file = gr.File(visible=False)
+        api_export_button = gr.Button(visible=False)
+
+        def api_export(turns_, request):
+            from .export import export_turn
+
+            if not isinstance(turns_, list) or not all(isinstance(t, dict) and isinstance(t.get("sources") or [], list)
+                                                       for t in turns_):
+                raise gr.Error('Pass a list of turns: {"question": ..., "answer": ..., "sources": [as /chat '
+                               'returned them]}.')
+            kept = [export_turn(str(t.get("question") or ""), str(t.get("answer") or ""),
+                                [s for s in t.get("sources") or () if isinstance(s, dict)]) for t in turns_]
+            return app.for_request(request).export_chat(kept, "api-" + (request.session_hash or "client"))
+
+        api_export.__annotations__ = {"request": gr.Request}
+        api_export_button.click(api_export, inputs=api_turns, outputs=api_export_file, api_name="export", queue=False)
         gr.api(api_documents, api_name="documents", queue=False)
         gr.api(app.delete, api_name="delete", **library_events)
     demo.queue(default_concurrency_limit=config.concurrency, max_size=config.max_queue)

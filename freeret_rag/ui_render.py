@@ -71,7 +71,7 @@ CSS = """
 .fr-warning {border:1px solid #e0b252; background:rgba(224,178,82,.12); border-radius:8px; padding:.5rem .7rem;
   font-size:.85rem; margin-bottom:.4rem;}
 .fr-collapse:not(:has(.fr-warning)):not(:has(.fr-progress)) {display:none !important;}  /* no comma: Gradio scopes selector lists */
-#fr-documents th .header, #fr-documents .body-cell:not([data-col="0"]) span {white-space:nowrap !important;
+#fr-documents th .header, #fr-documents .body-cell:not([data-col="0"]):not([data-col="4"]) span {white-space:nowrap !important;
   overflow:visible !important; text-overflow:clip !important;}
 #fr-documents th, #fr-documents .body-cell {font-size:.8rem !important;}
 #fr-documents th .cell-wrap, #fr-documents .body-cell .cell-wrap {padding-left:6px !important; padding-right:6px !important;}
@@ -426,7 +426,7 @@ def sources_data(hits: Sequence[Hit], originals: Mapping[str, str] | None = None
         original = originals.get(item.doc_id)
         rows.append({
             "number": number, "cited": number in cited, "file": item.source, "kind": item.kind,
-            "page": item.page, "t_start": item.t_start, "t_end": item.t_end, "doc_id": item.doc_id,
+            "page": item.page, "t_start": item.t_start, "t_end": item.t_end, "chunk": item.chunk, "doc_id": item.doc_id,
             "item_id": item.item_id, "label": item.label,
             "scores": {"rerank": hit.rerank_score, "dense": hit.dense_score, "lexical": hit.lexical_score,
                        "fused": hit.fused_score, "final": hit.final_score},

@@ -167,7 +167,7 @@ def test_sources_as_data(tmp_path):
     rows = sources_data([Hit(page, dense_score=0.5, rerank_score=0.9), Hit(clip, lexical_score=2.0)],
                         {"r": str(tmp_path / "report.pdf")}, cited=[2])
     assert rows[0] == {"number": 1, "cited": False, "file": "report.pdf", "kind": "pdf_page", "page": 3,
-                       "t_start": None, "t_end": None, "doc_id": "r", "item_id": "r:pdf_page:3",
+                       "t_start": None, "t_end": None, "chunk": None, "doc_id": "r", "item_id": "r:pdf_page:3",
                        "label": page.label,
                        "scores": {"rerank": 0.9, "dense": 0.5, "lexical": None, "fused": None, "final": None},
                        "asset_url": served(thumb), "thumbnail_url": served(thumb),
