@@ -170,13 +170,16 @@ def view_source(library: Any, wanted: str | Mapping[str, str] | None, assets: st
             f'<div class="fr-viewer-note">{note}</div>{body}{link}</div>')
 
 
-def _words_note(words: Sequence[str], found: int, place: str) -> str:
+def _words_note(words: Sequence[str], found: int, place: str, marked: Sequence[str] = ()) -> str:
+    """What the highlights are: how many places, for which of the question's words."""
     if not words:
         return ""
-    listed = escape(", ".join(words))
     if not found:
-        return f"None of the question's words ({listed}) are on this {place}."
-    return f"{found} place{'s' if found != 1 else ''} marked for: {listed}."
+        return f"None of the question's words ({escape(', '.join(words))}) are on this {place}."
+    marked = [word for word in words if word in set(marked)] or list(words)
+    missing = [word for word in words if word not in marked]
+    return (f"{found} place{'s' if found != 1 else ''} marked for: {escape(', '.join(marked))}"
+            + (f" (not on this {place}: {escape(', '.join(missing))})." if missing else "."))
 
 
 def _pdf_page(item: Item, original: Path | None, words: Sequence[str], folder: Path) -> tuple[str, str, str]:
@@ -196,7 +199,7 @@ def _pdf_page(item: Item, original: Path | None, words: Sequence[str], folder: P
         f'<span class="fr-hl" title="{escape(box.word)}" style="left:{box.x0 * 100:.3f}%;top:{box.y0 * 100:.3f}%;'
         f'width:{(box.x1 - box.x0) * 100:.3f}%;height:{(box.y1 - box.y0) * 100:.3f}%"></span>' for box in boxes)
     body = (f'<div class="fr-page"><img alt="{escape(where)}" src="{escape(file_url(picture))}">{marks}</div>')
-    return body, where, _words_note(words, len(boxes), "page")
+    return body, where, _words_note(words, len(boxes), "page", [box.word for box in boxes])
 
 
 def _video(item: Item, items: Sequence[Item], original: Path | None) -> tuple[str, str, str]:
@@ -244,7 +247,7 @@ def viewer_panel():
     """The sidebar (closed until a source is opened), its HTML and the hidden request box."""
     import gradio as gr
 
-    with gr.Sidebar(open=False, position="right", width="38vw", elem_id="fr-viewer-panel") as sidebar:
+    with gr.Sidebar(open=False, position="right", width="34vw", elem_id="fr-viewer-panel") as sidebar:
         shown = gr.HTML(message_html("Click a source card or a picture in an answer to open it here."),
                         elem_id="fr-viewer", padding=False)
     request_box = gr.Textbox(elem_id=REQUEST_ID, show_label=False, container=False, lines=1, max_lines=1)
@@ -266,5 +269,5 @@ def wire(app: Any, request_box: Any, shown: Any, sidebar: Any) -> None:
         return open_source(app, wanted, request)
 
     opened.__annotations__ = {"request": gr.Request}  # Gradio injects the request by this type
-    request_box.input(opened, inputs=request_box, outputs=[shown, sidebar], api_name=False, queue=False,
+    request_box.change(opened, inputs=request_box, outputs=[shown, sidebar], api_name=False, queue=False,
                       show_progress="hidden")
