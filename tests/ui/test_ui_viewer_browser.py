@@ -115,6 +115,8 @@ def test_clicking_a_source_card_or_an_inline_picture_opens_the_cited_page(served
                                timeout=60_000)
         page.wait_for_function("() => { const i = document.querySelector('#fr-viewer .fr-page img'); "
                                "return i && i.complete && i.naturalWidth > 0; }", timeout=30_000)
+        page.wait_for_function("() => { " + ON_SCREEN + " return on_screen(document.querySelector('#fr-viewer .fr-viewer')); }",
+                               timeout=10_000)  # the sidebar slides in
         state = viewer_state(page)
         assert state["visible"] and state["kind"] == "pdf_page" and "garden-guide.pdf" in state["head"]
         assert state["boxes"] == on_page[2] >= 1
