@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import html
+import os
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +103,7 @@ def page_picture(pdf: str | Path, page: int, folder: str | Path, zoom: float = F
         if not 1 <= page <= doc.page_count:
             raise ValueError(f"{pdf.name} has no page {page}")
         pix = doc[page - 1].get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False)
-    partial = target.with_suffix(".part")
+    partial = target.with_suffix(f".{os.getpid()}-{threading.get_ident()}.part")  # one per writer
     pix.save(str(partial), output="png")
     partial.replace(target)  # another viewer of the same page never reads half a file
     return target
