@@ -117,7 +117,11 @@ def test_only_documents_of_the_given_library_and_never_a_deleted_one(make_app, m
     # the request box's handler answers from the requesting user's library (app.for_request)
     shown, sidebar = ui_viewer.open_source(mine, request(1, page)[len("#fr-view?"):], request=None)
     assert "no longer in your library" in shown and sidebar.open is True
+    picture = theirs.library.assets / page.doc_id / "viewer"
+    rendered = [p for p in picture.iterdir()]
+    assert len(rendered) == 1 and theirs.library.serves(rendered[0])  # the full-size page, served
     theirs.delete(docs["garden-guide.pdf"].doc_id)
+    assert not theirs.library.serves(rendered[0]) and not rendered[0].exists()
     gone = ui_viewer.view_source(theirs.library, request(1, page))
     assert "no longer in your library" in gone and "fr-page" not in gone
     assert not (theirs.library.assets / page.doc_id).exists()  # its rendered pages went with it
