@@ -8,8 +8,10 @@ by a fixed answer citing [1] and [2] (`CitingEngine`): everything around the wor
 inline pictures, source cards, the viewer, the file routes) is the app's real code.
 
 Expected highlights are computed from the page's own words (PyMuPDF's get_text("words")), not by
-highlight.py. The screenshot of the viewer goes to assets/screenshots/citation-viewer.png
-(FREERET_SCREENSHOTS=0 leaves it alone) and to the artifacts folder.
+highlight.py. The last test runs `python app.py` on the fluent SmolLM2-135M VLM (ui_models.py)
+with nothing scripted, and its screenshot of the viewer goes to
+assets/screenshots/citation-viewer.png (FREERET_SCREENSHOTS=0 leaves it alone) and to the
+artifacts folder.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import pymupdf
 import pytest
 
-from ui_harness import GUIDE_PAGES, REPO_ROOT, browser_page, free_port, make_pdf, screenshot
+from ui_harness import GUIDE_PAGES, REPO_ROOT, browser_page, free_port, make_pdf, model_app, screenshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.usefixtures("browser_available")]
 
@@ -122,12 +124,7 @@ def test_clicking_a_source_card_or_an_inline_picture_opens_the_cited_page(served
         assert state["boxes"] == on_page[2] >= 1
         assert state["width"] == 840  # full size: 420 pt at zoom 2, not the indexed thumbnail
         assert state["original"].endswith("garden-guide.pdf#page=2")
-        page.wait_for_timeout(400)
-        shot = screenshot(page, "14-citation-viewer")
-        if os.environ.get("FREERET_SCREENSHOTS", "1") != "0":
-            target = REPO_ROOT / "assets" / "screenshots" / "citation-viewer.png"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(shot, target)
+        screenshot(page, "14-citation-viewer-tiny")
 
         # 2. the answer's inline pictures: one after the first [1] and one after the first [2]
         inline = page.evaluate("""() => [...document.querySelectorAll('#fr-chat a.fr-inline')].map(a =>
@@ -148,3 +145,40 @@ def test_clicking_a_source_card_or_an_inline_picture_opens_the_cited_page(served
         assert viewer_state(page)["boxes"] == on_page[2]
         screenshot(page, "14-inline-picture")
         assert not [u for u in page.requests if "#fr-view" in u]  # the links never left the page
+
+
+def test_the_real_app_and_model_open_the_cited_page_beside_the_chat(fluent_vlm_dir, tmp_path):
+    """`python app.py` with the fluent 135M VLM: upload, a real answer, click page 1's card."""
+    from freeret_rag.highlight import question_words
+
+    pdf = make_pdf(tmp_path / "garden-guide.pdf", GUIDE_PAGES)
+    question = "Which beetles eat aphids? Cite the source."
+    expected = page_words_hit(pdf, 1, question_words(question))
+    assert expected == 3  # "beetles", "eat", "aphids" ("cite", "source" are stopwords)
+    flags = ["--top-k", "5", "--rerank-k", "3", "--sources", "2", "--max-answer-tokens", "60", "--min-relevance", "0"]
+    with model_app(fluent_vlm_dir, tmp_path / "data", flags, "app-viewer14.log") as server, browser_page() as page:
+        page.goto(server.url)
+        page.wait_for_selector("#fr-chat")
+        page.set_input_files("#fr-upload input[type=file]", [str(pdf)])
+        page.wait_for_function("() => document.querySelector('#fr-documents').innerText.includes('garden-guide.pdf')",
+                               timeout=300_000)
+        page.fill("#fr-question textarea", question)
+        page.keyboard.press("Enter")
+        page.wait_for_function("""() => [...document.querySelectorAll('#fr-chat .fr-sources-head')]
+            .some(h => /answered in/.test(h.innerText))""", timeout=300_000)
+        captions = page.locator("#fr-chat .fr-card figcaption").all_inner_texts()
+        first = next(n for n, caption in enumerate(captions) if "p. 1" in caption)
+        page.locator("#fr-chat .fr-card a.fr-view").nth(first).click()
+        page.wait_for_function("() => /page 1/.test((document.querySelector('#fr-viewer .fr-viewer-head') || {}).innerText)",
+                               timeout=60_000)
+        page.wait_for_function("() => { " + ON_SCREEN + " const i = document.querySelector('#fr-viewer .fr-page img');"
+                               " return on_screen(document.querySelector('#fr-viewer .fr-viewer')) && i && i.complete"
+                               " && i.naturalWidth > 0; }", timeout=30_000)
+        state = viewer_state(page)
+        assert state["visible"] and state["boxes"] == expected >= 1 and "garden-guide.pdf" in state["head"]
+        page.wait_for_timeout(300)
+        shot = screenshot(page, "14-citation-viewer")
+    if os.environ.get("FREERET_SCREENSHOTS", "1") != "0":
+        target = REPO_ROOT / "assets" / "screenshots" / "citation-viewer.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, target)
