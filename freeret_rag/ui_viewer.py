@@ -250,7 +250,8 @@ def viewer_panel():
     with gr.Sidebar(open=False, position="right", width="34vw", elem_id="fr-viewer-panel") as sidebar:
         shown = gr.HTML(message_html("Click a source card or a picture in an answer to open it here."),
                         elem_id="fr-viewer", padding=False)
-    request_box = gr.Textbox(elem_id=REQUEST_ID, show_label=False, container=False, lines=1, max_lines=1)
+    request_box = gr.Textbox(elem_id=REQUEST_ID, show_label=False, container=False, lines=1, max_lines=1,
+                             visible="hidden")  # in the page (the script writes to it), never shown
     return sidebar, shown, request_box
 
 
