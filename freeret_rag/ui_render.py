@@ -356,7 +356,7 @@ def source_card(number: int, hit: Hit, original: str | None = None, cited: bool 
     """One source under an answer: picture, video player or excerpt; name, place, kind and scores.
 
     `original` is the path of the indexed file itself (linked, and played for video segments from
-    the segment's start); None when it is not available. The picture or excerpt, and "view", open
+    the segment's start); None when it is not available. The picture and "Open in the viewer" open
     the source in the citation viewer (ui_viewer), with `query`'s words highlighted.
     """
     from .ui_viewer import view_href
