@@ -199,6 +199,8 @@ def _pdf_page(item: Item, original: Path | None, words: Sequence[str], folder: P
         f'<span class="fr-hl" title="{escape(box.word)}" style="left:{box.x0 * 100:.3f}%;top:{box.y0 * 100:.3f}%;'
         f'width:{(box.x1 - box.x0) * 100:.3f}%;height:{(box.y1 - box.y0) * 100:.3f}%"></span>' for box in boxes)
     body = (f'<div class="fr-page"><img alt="{escape(where)}" src="{escape(file_url(picture))}">{marks}</div>')
+    if not boxes and item.no_text_layer:  # OCR read it for search, but the file has no words to box
+        return body, where, "This page is a scan without a text layer: its words cannot be marked."
     return body, where, _words_note(words, len(boxes), "page", [box.word for box in boxes])
 
 

@@ -152,3 +152,39 @@ def test_inline_pictures_follow_the_first_citation_and_stay_out_of_the_history(t
     history = history_from_messages([{"role": "user", "content": "When?"}, {"role": "assistant", "content": answer}])
     assert "fr-inline" not in history[1]["content"] and "img" not in history[1]["content"]
     assert re.sub(r"<[^>]+>", "", history[1]["content"]) == text
+
+
+class OneDocLibrary:
+    """A library of one document (what view_source asks of a library), for cases without a model."""
+
+    def __init__(self, doc, items, assets: Path) -> None:
+        self.doc, self._items, self.assets = doc, items, assets
+
+    def document(self, doc_id):
+        return self.doc if doc_id == self.doc.doc_id else None
+
+    def items(self, doc_id):
+        return list(self._items) if doc_id == self.doc.doc_id else []
+
+
+def test_a_scanned_page_says_its_words_cannot_be_marked_and_a_lost_original_shows_the_stored_page(tmp_path):
+    from types import SimpleNamespace
+
+    from freeret_rag.devtools.scans import scanned_copy
+    from ui_harness import GUIDE_PAGES, make_pdf
+
+    scan = scanned_copy(make_pdf(tmp_path / "guide.pdf", GUIDE_PAGES), tmp_path / "scan.pdf", dpi=72)
+    stored = tmp_path / "page0002.png"
+    Image.new("RGB", (40, 30)).save(stored)
+    page = Item("pdf_page", text="Watering plan. Water the yellow flowers", images=(str(stored),),
+                item_id="s:pdf_page:2", doc_id="s", source="scan.pdf", page=2, no_text_layer=True, ocr=True)
+    doc = SimpleNamespace(doc_id="s", source="scan.pdf", path=str(scan))
+    library = OneDocLibrary(doc, [page], tmp_path / "assets")
+    shown = ui_viewer.view_source(library, request(1, page, "yellow flowers"))
+    assert "page 2" in shown and "fr-hl" not in shown and "scan without a text layer" in shown
+    assert served_path(re.search(r'<div class="fr-page"><img [^>]*src="([^"]+)"', shown).group(1)).parent == \
+        tmp_path / "assets" / "s" / "viewer"
+    scan.unlink()  # the original is gone: the page as it was indexed, no link to the original
+    shown = ui_viewer.view_source(library, request(1, page, "yellow flowers"))
+    assert served_path(re.search(r'<div class="fr-page"><img [^>]*src="([^"]+)"', shown).group(1)) == stored
+    assert "fr-viewer-original" not in shown and "original file is not kept" in shown
