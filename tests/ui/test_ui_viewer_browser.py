@@ -8,10 +8,10 @@ by a fixed answer citing [1] and [2] (`CitingEngine`): everything around the wor
 inline pictures, source cards, the viewer, the file routes) is the app's real code.
 
 Expected highlights are computed from the page's own words (PyMuPDF's get_text("words")), not by
-highlight.py. The last test runs `python app.py` on the fluent SmolLM2-135M VLM (ui_models.py)
-with nothing scripted, and its screenshot of the viewer goes to
-assets/screenshots/citation-viewer.png (FREERET_SCREENSHOTS=0 leaves it alone) and to the
-artifacts folder.
+highlight.py. The first test's last screenshot goes to assets/screenshots/answer-pictures.png.
+The second test runs `python app.py` on the fluent SmolLM2-135M VLM (ui_models.py) with nothing
+scripted; its screenshot of the viewer goes to assets/screenshots/citation-viewer.png. Both also
+go to the artifacts folder; FREERET_SCREENSHOTS=0 leaves assets/ alone.
 """
 
 from __future__ import annotations
@@ -143,8 +143,10 @@ def test_clicking_a_source_card_or_an_inline_picture_opens_the_cited_page(served
         page.wait_for_function("() => /page 2/.test(document.querySelector('#fr-viewer .fr-viewer-head').innerText)",
                                timeout=60_000)
         assert viewer_state(page)["boxes"] == on_page[2]
-        screenshot(page, "14-inline-picture")
+        shot = screenshot(page, "14-inline-picture")
         assert not [u for u in page.requests if "#fr-view" in u]  # the links never left the page
+    if os.environ.get("FREERET_SCREENSHOTS", "1") != "0":  # the README's picture of part 4
+        shutil.copyfile(shot, REPO_ROOT / "assets" / "screenshots" / "answer-pictures.png")
 
 
 def test_the_real_app_and_model_open_the_cited_page_beside_the_chat(fluent_vlm_dir, tmp_path):
