@@ -11,7 +11,8 @@ Expected highlights are computed from the page's own words (PyMuPDF's get_text("
 highlight.py. The first test's last screenshot goes to assets/screenshots/answer-pictures.png.
 The second test runs `python app.py` on the fluent SmolLM2-135M VLM (ui_models.py) with nothing
 scripted; its screenshot of the viewer goes to assets/screenshots/citation-viewer.png. Both also
-go to the artifacts folder; FREERET_SCREENSHOTS=0 leaves assets/ alone.
+go to the artifacts folder; FREERET_SCREENSHOTS=0 leaves assets/ alone. The third test opens a
+video segment (loaded at its start) and a text chunk (its words marked) in the page.
 """
 
 from __future__ import annotations
@@ -184,3 +185,51 @@ def test_the_real_app_and_model_open_the_cited_page_beside_the_chat(fluent_vlm_d
         target = REPO_ROOT / "assets" / "screenshots" / "citation-viewer.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, target)
+
+
+def test_a_video_segment_and_a_text_chunk_open_in_the_viewer(served_app, tmp_path):
+    """The viewer in the page for the other kinds: a link like the cards' (added to the page) opens
+    a video segment, which loads at the segment's start, and a text chunk among its neighbours."""
+    from ui_harness import shared_samples
+
+    from freeret_rag.ui_viewer import view_href
+
+    app, url = served_app
+    notes = tmp_path / "notes.txt"
+    notes.write_text("".join(f"Week {n}: the pond pump is checked and the roses are pruned. " * 5 for n in range(10)))
+    from dataclasses import replace
+
+    app.library.media_settings = replace(app.library.media_settings, video_segment_s=3.0)  # 9 s: 3 segments
+    for _ in app.ingest([str(shared_samples() / "nature-scenes.mp4"), str(notes)]):
+        pass
+    docs = {doc.source: doc for doc in app.documents()}
+    segment = [it for it in app.library.items(docs["nature-scenes.mp4"].doc_id) if it.kind == "video_segment"][-1]
+    chunk = [it for it in app.library.items(docs["notes.txt"].doc_id) if it.kind == "text"][1]
+    with browser_page() as page:
+        page.goto(url)
+        page.wait_for_selector("#fr-chat")
+
+        def open_link(href: str) -> None:
+            page.evaluate("""href => { const a = document.createElement('a'); a.href = href; a.textContent = 'open';
+                a.id = 'probe'; document.querySelector('#fr-chat').appendChild(a); }""", href)
+            page.click("#probe")
+            page.evaluate("() => document.querySelector('#probe').remove()")
+
+        open_link(view_href(1, segment, "pond"))
+        page.wait_for_function("() => { const v = document.querySelector('#fr-viewer video'); "
+                               "return v && v.readyState >= 1; }", timeout=60_000)
+        position = page.evaluate("() => document.querySelector('#fr-viewer video').currentTime")
+        caption = page.inner_text("#fr-viewer .fr-viewer-caption")
+        start, end = (f"{int(t) // 60}:{int(t) % 60:02d}" for t in (segment.t_start, segment.t_end))
+        assert segment.t_start >= 5 and caption == f"{start}–{end}" and abs(position - segment.t_start) < 0.6
+        assert page.locator("#fr-viewer .fr-timeline > div").count() == 1
+        screenshot(page, "14-viewer-video")
+
+        open_link(view_href(2, chunk, "When is the pump checked?"))
+        page.wait_for_selector("#fr-viewer .fr-viewer-text", timeout=60_000)
+        marks = page.locator("#fr-viewer .fr-viewer-text mark").all_inner_texts()
+        shown = page.inner_text("#fr-viewer .fr-viewer-text")
+        assert {m.lower() for m in marks} == {"pump", "checked"}
+        assert len(marks) == shown.lower().count("pump") + shown.lower().count("checked")
+        assert chunk.text.strip()[:30] in page.inner_text("#fr-viewer .fr-chunk")
+        screenshot(page, "14-viewer-text")
