@@ -152,7 +152,7 @@ def view_source(library: Any, wanted: str | Mapping[str, str] | None, assets: st
     folder = Path(assets) if assets is not None else Path(library.assets)
     original = _original(doc)
     if item.kind == "pdf_page":
-        body, where, note = _pdf_page(item, original, words, folder / doc_id / "viewer")
+        body, where, note = _pdf_page(item, original, words, folder / doc.doc_id / "viewer")
     elif item.kind == "video_segment":
         body, where, note = _video(item, items, original)
     elif item.kind == "image":
