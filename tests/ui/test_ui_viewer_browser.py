@@ -223,6 +223,8 @@ def test_a_video_segment_and_a_text_chunk_open_in_the_viewer(served_app, tmp_pat
         start, end = (f"{int(t) // 60}:{int(t) % 60:02d}" for t in (segment.t_start, segment.t_end))
         assert segment.t_start >= 5 and caption == f"{start}–{end}" and abs(position - segment.t_start) < 0.6
         assert page.locator("#fr-viewer .fr-timeline > div").count() == 1
+        page.wait_for_function("() => { " + ON_SCREEN + " return on_screen(document.querySelector('#fr-viewer .fr-viewer')); }",
+                               timeout=10_000)
         screenshot(page, "14-viewer-video")
 
         open_link(view_href(2, chunk, "When is the pump checked?"))
