@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ui_render as render
+from . import ui_viewer
 from .chat import EMPTY_ANSWER, ChatSettings, for_spaces, plain_history, respond, turn
 from .config import AppConfig, default_model
 from .errors import FreeRetError
@@ -408,6 +409,7 @@ def history_from_messages(messages: Sequence[Any] | None) -> list[dict]:
             content = " ".join(part.get("text", "") for part in content if isinstance(part, dict))
         if not isinstance(content, str) or render.is_app_html(content):
             continue
+        content = ui_viewer.strip_inline(content)  # the answer's inline pictures are the app's, not the model's
         kept.append({"role": message.get("role"), "content": html.unescape(content).replace("▍", "")})
     return plain_history(kept)
 
@@ -445,6 +447,8 @@ def build_blocks(app: FreeRetApp):
                    delete_cache=(3600, 3600)) as demo:
         history = gr.State([])
         gr.HTML(render.header(config.title, app.model_badge()), elem_id="fr-header")
+        viewer, viewer_html, view_request = ui_viewer.viewer_panel()  # the citation viewer (right sidebar)
+        ui_viewer.wire(app, view_request, viewer_html, viewer)
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=480):
                 chatbot = chat_view()
@@ -791,7 +795,8 @@ def launch_options(config: AppConfig, serves: Any = None) -> dict[str, Any]:
         allowed_paths=[str(config.asset_dir), str(config.upload_dir), *map(str, config.watch)],
         root_path=config.root_path,
         theme=theme(),
-        css=CSS,
+        css=CSS + ui_viewer.VIEWER_CSS,
+        head=ui_viewer.VIEWER_HEAD,  # clicks on sources open them in the viewer
         show_error=True,
         ssr_mode=False,
         mcp_server=False,

@@ -77,6 +77,7 @@ CSS = """
 #fr-documents th .cell-wrap, #fr-documents .body-cell .cell-wrap {padding-left:6px !important; padding-right:6px !important;}
 #fr-documents .cell-menu-button {display:none !important;}
 .fr-empty {color:var(--body-text-color-subdued); font-size:.9rem; padding:.6rem 0;}
+.fr-card a.fr-view {display:block; font-size:.72rem; padding:0 .5rem;}
 """
 
 
@@ -278,10 +279,13 @@ def _inert(text: str) -> str:
     return re.sub(r"^( {0,3})#", r"\1&#35;", text, flags=re.M)
 
 
-def mark_citations(text: str, n_sources: int, cited: Iterable[int] | None = None) -> str:
+def mark_citations(text: str, n_sources: int, cited: Iterable[int] | None = None,
+                   pictures: dict[int, str] | None = None) -> str:
     """Model text made inert (`_inert`) with every real citation (`answer.citation_spans`: a [n]
     naming a shown source, not an invented reference) highlighted; with `cited`, only citations
-    of those numbers (the whole answer's, when `text` is a part of it)."""
+    of those numbers (the whole answer's, when `text` is a part of it). `pictures` (number -> the
+    app's inline picture, ui_viewer.inline_pictures): each is placed after the first citation of
+    its number and taken out of the dict."""
     from .answer import citation_spans
 
     allowed = None if cited is None else set(cited)
@@ -290,6 +294,7 @@ def mark_citations(text: str, n_sources: int, cited: Iterable[int] | None = None
         if allowed is not None and not allowed.issuperset(numbers):
             continue
         out += [_inert(text[last:start]), f'<span class="fr-cite">{_inert(text[start:end])}</span>']
+        out += [pictures.pop(number) for number in numbers if pictures and number in pictures]
         last = end
     return "".join(out) + _inert(text[last:])
 
@@ -298,10 +303,12 @@ FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})", re.M)
 CODE_SPAN = re.compile(r"`[^`\n]+`")
 
 
-def answer_markdown(text: str, n_sources: int, cursor: str = "") -> str:
+def answer_markdown(text: str, n_sources: int, cursor: str = "", pictures: Mapping[int, str] | None = None) -> str:
     """The model's answer as the Markdown of its own chat message: code kept as code (an unclosed
     fence is closed), everything else inert with its citations marked (`mark_citations`); `cursor`
-    ends the text. Nothing of the app's own HTML ever goes into this message."""
+    ends the text. Of the app's own HTML, only the citation marks and `pictures` (after each
+    source's first citation) go into this message; ui.history_from_messages takes them out."""
+    pictures = dict(pictures or {})
     from .answer import parse_citations
 
     cited = parse_citations(text, n_sources)
@@ -329,9 +336,9 @@ def answer_markdown(text: str, n_sources: int, cursor: str = "") -> str:
             continue
         last = 0
         for span in CODE_SPAN.finditer(chunk):  # inline code stays as written (Markdown escapes it)
-            out += [mark_citations(chunk[last:span.start()], n_sources, cited), span.group(0)]
+            out += [mark_citations(chunk[last:span.start()], n_sources, cited, pictures), span.group(0)]
             last = span.end()
-        out.append(mark_citations(chunk[last:], n_sources, cited))
+        out.append(mark_citations(chunk[last:], n_sources, cited, pictures))
     return "".join(out) + cursor
 
 
@@ -345,13 +352,17 @@ def _picture(item: Any) -> tuple[str | None, str | None]:
 WORDS_SHOWN = 12
 
 
-def source_card(number: int, hit: Hit, original: str | None = None, cited: bool = False) -> str:
+def source_card(number: int, hit: Hit, original: str | None = None, cited: bool = False, query: str = "") -> str:
     """One source under an answer: picture, video player or excerpt; name, place, kind and scores.
 
     `original` is the path of the indexed file itself (linked, and played for video segments from
-    the segment's start); None when it is not available.
+    the segment's start); None when it is not available. The picture and "Open in the viewer" open
+    the source in the citation viewer (ui_viewer), with `query`'s words highlighted.
     """
+    from .ui_viewer import view_href
+
     item = hit.item
+    view = escape(view_href(number, item, query))
     preview, full = _picture(item)
     if item.kind == "video_segment" and original:
         start = item.t_start or 0.0
@@ -360,7 +371,7 @@ def source_card(number: int, hit: Hit, original: str | None = None, cited: bool 
         media = (f'<video class="fr-video" controls preload="metadata"{poster} '
                  f'src="{escape(file_url(original) + fragment)}"></video>')
     elif preview:
-        media = (f'<a class="fr-media" href="{escape(file_url(full))}" target="_blank" rel="noopener">'
+        media = (f'<a class="fr-media" href="{view}" title="Open in the viewer">'
                  f'<img class="fr-thumb" alt="{escape(item.label)}" src="{escape(file_url(preview))}"></a>')
     else:
         media = f'<div class="fr-excerpt">{escape(item.text[:EXCERPT_CHARS])}</div>'
@@ -383,6 +394,7 @@ def source_card(number: int, hit: Hit, original: str | None = None, cited: bool 
     return (f'<figure class="fr-card{" fr-cited" if cited else ""}" data-source="{number}">{media}'
             f'<figcaption><span class="fr-num">{number}</span>{name}{place}'
             f' <span class="fr-where">· {escape(ITEM_KIND_NAMES.get(item.kind, item.kind))}</span></figcaption>'
+            f'<a class="fr-view" href="{view}" title="Open beside the chat">Open in the viewer</a>'
             f'<details><summary>Scores</summary><table>{rows}</table></details></figure>')
 
 
@@ -404,7 +416,7 @@ def render_sources(hits: Sequence[Hit], originals: Mapping[str, str] | None = No
     if not hits:
         return ""
     originals = originals or {}
-    cards = "".join(source_card(number, hit, originals.get(hit.item.doc_id), number in cited)
+    cards = "".join(source_card(number, hit, originals.get(hit.item.doc_id), number in cited, query)
                     for number, hit in enumerate(hits, start=1))
     head = ("Sources" + (f" · searched for “{escape(query)}”" if query else "")
             + (f" · {escape(note)}" if note else ""))
@@ -457,17 +469,20 @@ def chat_messages(event: ChatEvent, originals: Mapping[str, str] | None = None, 
     block (`render_sources`: remarks, the query searched, the cards). `note` goes into the sources
     line of a finished answer (timing).
     """
+    from .ui_viewer import inline_pictures
+
     n = len(event.sources)
+    pictures = inline_pictures(event.sources, event.query)  # after each source's first [n]
     if event.kind == "status":
         return [status_html(event.text) + render_sources(event.sources, originals, (), event.query)]
     if event.kind == "token":
-        return [answer_markdown(event.text, n, "▍"), render_sources(event.sources, originals, (), event.query)]
+        return [answer_markdown(event.text, n, "▍", pictures), render_sources(event.sources, originals, (), event.query)]
     if event.kind in ("answer", "stopped") and event.sources and event.text.strip():
         from .answer import parse_citations
 
         cited = event.answer.cited if event.answer else parse_citations(event.text, n)
         flags = ([STOPPED] if event.kind == "stopped" else []) + ([] if cited else [NOT_GROUNDED])
-        return [answer_markdown(event.text.strip(), n),
+        return [answer_markdown(event.text.strip(), n, pictures=pictures),
                 render_sources(event.sources, originals, cited, event.query, note, flags)]
     if event.kind == "answer":
         return [answer_markdown(EMPTY_ANSWER, 0), render_sources(event.sources, originals, (), event.query, note)]

@@ -48,6 +48,8 @@ def test_a_text_card_exactly():
                 '<div class="fr-excerpt">Water &lt;b&gt;daily&lt;/b&gt; &amp; weed</div>'
                 '<figcaption><span class="fr-num">2</span>notes.txt <span class=fr-where>· part 2</span>'
                 ' <span class="fr-where">· text</span></figcaption>'
+                '<a class="fr-view" href="#fr-view?n=2&amp;doc=d&amp;item=d%3Atext%3A1&amp;q=" '
+                'title="Open beside the chat">Open in the viewer</a>'
                 '<details><summary>Scores</summary><table>'
                 '<tr><td>lexical BM25</td><td>2.500</td></tr><tr><td>fused (RRF)</td><td>0.033</td></tr>'
                 '</table></details></figure>')
@@ -67,9 +69,10 @@ def test_a_video_segment_plays_its_span_with_the_thumbnail_as_poster(tmp_path):
     assert (f'<video class="fr-video" controls preload="metadata" poster="{served(thumb)}" '
             f'src="{served(video)}#t=3,6.5"></video>') in html
     assert "<span class=fr-where>· 0:03–0:06</span>" in html and "<td>rerank p(match)</td><td>0.900</td>" in html
-    # without the original file: the thumbnail, linked to the first frame
+    # without the original file: the thumbnail, opening the segment in the citation viewer
     html = source_card(1, Hit(segment))
-    assert (f'<a class="fr-media" href="{served(tmp_path / "f0.jpg")}" target="_blank" rel="noopener">'
+    assert ('<a class="fr-media" href="#fr-view?n=1&amp;doc=v&amp;item=v%3Avideo_segment%3A1&amp;q=" '
+            'title="Open in the viewer">'
             f'<img class="fr-thumb" alt="clip.mp4 (0:03-0:06)" src="{served(thumb)}"></a>') in html
 
 
