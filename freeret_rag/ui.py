@@ -53,21 +53,62 @@ class FreeRetApp:
             engine = FreeRet.from_pretrained(config.model or default_model(), device=config.device,
                                              dtype=config.dtype, visual_budget=config.visual_budget, **extra)
         self.engine = for_spaces(engine)
-        if library is None:
-            from .library import Library, self_check_enabled
-            from .media import MediaSettings
-
-            # An index of another model opens too: the Library panel then offers the re-index.
-            caps = MediaSettings(max_pages=config.max_pages, max_chunks=config.max_chunks,
-                                 max_video_minutes=config.max_video_minutes, ocr=config.ocr)
-            library = Library(self.engine, config.data_dir, chroma_url=config.chroma_url, allow_mismatch=True,
-                              fusion_weights=config.fusion_weights, rerank_share=config.rerank_share,
-                              self_check="background" if self_check_enabled() else False, media_settings=caps)
+        many = bool(config.auth or config.demo)  # a library per login or per session (ui_users.py)
+        if library is None:  # with many users, the app's own library is an empty one nobody writes to
+            library = self.open_library(config.data_dir / "empty" if many else config.data_dir)
         self.library = library  # thread-safe: writes are serialised, searches run concurrently
+        self.shared: list[Any] = []  # read-only libraries searched besides `library` (ui_users.py)
+        self.caps: tuple[int, int] | None = None  # a demo session's (files, bytes) caps
+        self.users: Any = None
+        if many or config.shared_library:
+            from .ui_users import Users
+
+            self.users = Users(self)
+            if self.users.shared is not None and not many:
+                self.shared = [self.users.shared]
         self.watchers: list[Any] = []  # watched folders (watch.py), shared by every session
         for folder in config.watch:
             self.watch_folder(folder, from_browser=False)
         self._stop_flags: dict[str, threading.Event] = {}  # browser session -> its answer's stop flag
+
+    def open_library(self, data_dir: Path, database: str | None = None, read_only: bool = False) -> Any:
+        """A library in `data_dir` with the app's model and settings (`read_only`: no self-check)."""
+        from .library import Library, self_check_enabled
+        from .media import MediaSettings
+
+        config = self.config
+        # An index of another model opens too: the Library panel then offers the re-index.
+        caps = MediaSettings(max_pages=config.max_pages, max_chunks=config.max_chunks,
+                             max_video_minutes=config.max_video_minutes, ocr=config.ocr)
+        check = "background" if self_check_enabled() and not read_only else False
+        return Library(self.engine, data_dir, chroma_url=config.chroma_url, allow_mismatch=True,
+                       fusion_weights=config.fusion_weights, rerank_share=config.rerank_share,
+                       self_check=check, media_settings=caps, database=database)
+
+    def for_request(self, request: Any) -> "FreeRetApp":
+        """The app as this request's user sees it: their own library (a login's, a demo session's),
+        or this app itself with a single library (ui_users.Users.view)."""
+        return self.users.view(self, request) if self.users is not None and self.users.many else self
+
+    @property
+    def searched(self) -> Any:
+        """What the chat searches: the library, plus the read-only shared ones."""
+        if not self.shared:
+            return self.library
+        from .libraries import WithShared
+
+        return WithShared(self.library, self.shared)
+
+    def shared_documents(self) -> list[Any]:
+        """The read-only libraries' documents (not this library's), each marked `read_only`."""
+        if not self.shared:
+            return []
+        from .libraries import ReadOnlyDocument, WithShared
+
+        searched = WithShared(self.library, self.shared)
+        read_only = searched.read_only_ids()
+        docs = [ReadOnlyDocument(doc) for doc in searched.documents() if doc.doc_id in read_only]
+        return sorted(docs, key=lambda doc: (doc.source.lower(), doc.doc_id))
 
     # -- what the model is --------------------------------------------------------------------
     @property
@@ -103,8 +144,9 @@ class FreeRetApp:
         return sorted(self.library.waiting(), key=lambda doc: (doc.source.lower(), doc.doc_id))
 
     def listed(self) -> list[Any]:
-        """What the table and the delete list show: the searchable documents, then the waiting ones."""
-        return self.documents() + self.waiting()
+        """What the table and the delete list show: the searchable documents, then the waiting ones
+        (then those of the shared read-only libraries, marked `read_only`)."""
+        return self.documents() + self.waiting() + self.shared_documents()
 
     def document_rows(self) -> list[list[Any]]:
         try:
@@ -114,7 +156,7 @@ class FreeRetApp:
 
     def document_choices(self) -> list[tuple[str, str]]:
         try:
-            return render.document_choices(self.listed())
+            return render.document_choices([doc for doc in self.listed() if not getattr(doc, "read_only", False)])
         except FreeRetError:
             return []
 
@@ -126,13 +168,27 @@ class FreeRetApp:
 
     def ingest(self, paths: Iterable[str | Path]) -> Iterator[IngestResult]:
         """Index files one by one, yielding the per-file progress after every step."""
+        if self.caps:
+            return self._ingest_capped(paths)
         return ingest_files(self.library, paths, self.config.upload_dir, self.config.max_upload_bytes,
                             self.reads_images)
+
+    def _ingest_capped(self, paths: Iterable[str | Path]) -> Iterator[IngestResult]:
+        result, pending = self.triage(paths)
+        yield result
+        yield from self.index_pending(result, pending)
 
     def triage(self, paths: Iterable[str | Path]) -> tuple[IngestResult, list[tuple[int, Path]]]:
         """Every upload's outcome known without the model (refused, already in the library) and the
         files left to index (ui_uploads.triage)."""
-        return triage(self.library, paths, self.config.max_upload_bytes, self.reads_images)
+        result, pending = triage(self.library, paths, self.config.max_upload_bytes, self.reads_images)
+        if self.caps and self.users is not None:  # a demo session's caps: files and megabytes
+            reasons = self.users.capped(self, [path for _, path in pending])
+            for (position, _), reason in zip(pending, reasons):
+                if reason:
+                    result.files[position].state, result.files[position].message = "skipped", reason
+            pending = [entry for entry, reason in zip(pending, reasons) if not reason]
+        return result, pending
 
     def index_pending(self, result: IngestResult, pending: Iterable[tuple[int, Path]]) -> Iterator[IngestResult]:
         return index_pending(self.library, result, pending, self.config.upload_dir)
@@ -151,6 +207,9 @@ class FreeRetApp:
     def delete(self, doc_id: str | None) -> str:
         if not doc_id:
             return "Choose a document to delete."
+        shared = next((doc for doc in self.shared_documents() if doc.doc_id == doc_id), None)
+        if shared is not None:
+            return f"{shared.source} is in the shared library (read-only): it cannot be deleted here."
         try:
             listed = next((doc for doc in self.listed() if doc.doc_id == doc_id), None)
             received = received_copies(listed.path) if listed is not None else None
@@ -196,12 +255,18 @@ class FreeRetApp:
     def may_watch(self) -> bool:
         """Whether a browser may name folders of this machine to watch: only when the app serves
         this machine alone (--host 127.0.0.1, no --share); otherwise only `--watch DIR` can."""
+        if self.users is not None and self.users.many:  # a library per login or session: no folders of this machine
+            return False
         return self.config.host in ("127.0.0.1", "localhost", "::1") and not self.config.share
 
     def watch_folder(self, folder: str | Path | None, from_browser: bool = True) -> str:
         """Start watching a folder of this machine (sync now, then after every change); says what happened."""
         from .watch import FolderWatcher
 
+        if from_browser and self.users is not None and self.users.many:
+            return ("Watched folders are off here: every login (or demo session) has a library of its own, and a "
+                    "folder of this machine belongs to none of them. An admin can index a folder into the shared "
+                    "library (--shared-library) with the CLI.")
         if from_browser and not self.may_watch:
             return ("Watching folders from the browser is off when the app is served to other machines: "
                     "start it with `--watch DIR`.")
@@ -234,7 +299,7 @@ class FreeRetApp:
         """doc_id -> path of the kept original, for the hits' documents whose file still exists."""
         wanted = {hit.item.doc_id for hit in hits}
         try:
-            docs = self.library.documents()
+            docs = self.searched.documents()
         except Exception:  # a listing problem costs the links, not the answer
             return {}
         return {doc.doc_id: doc.path for doc in docs if doc.doc_id in wanted and Path(doc.path).is_file()}
@@ -339,7 +404,7 @@ class FreeRetApp:
         originals: dict[str, str] = {}
         shown_docs: set[str] | None = None
         data: list[dict] = []
-        for event in respond(self.library, self.engine, question, image, history, settings, stop):
+        for event in respond(self.searched, self.engine, question, image, history, settings, stop):
             docs = {hit.item.doc_id for hit in event.sources}
             if docs != shown_docs:  # look the files up once per set of sources, not per token
                 shown_docs, originals = docs, (self.source_files(event.sources) if docs else {})
@@ -430,6 +495,18 @@ def build_blocks(app: FreeRetApp):
                                          scale=0, min_width=120)
                     stop = gr.Button("Stop", size="sm", variant="stop", elem_id="fr-stop", scale=0, min_width=120,
                                      visible=False)
+                demo_mode = app.users is not None and app.users.mode == "demo"
+                if demo_mode:  # a public demo: a library per tab, the sample library one click away
+                    from .ui_users import SAMPLE_QUESTIONS
+
+                    gr.Markdown(render.demo_note(config.demo_ttl_minutes, config.demo_max_files, config.demo_max_mb),
+                                elem_id="fr-demo-note")
+                    try_samples = gr.Button("Try the sample library", variant="primary", size="sm",
+                                            elem_id="fr-try-samples")
+                    samples_note = gr.Markdown(elem_id="fr-samples-note")
+                    with gr.Row(visible=False, elem_id="fr-examples") as examples:
+                        example_buttons = [gr.Button(question, size="sm", variant="secondary")
+                                           for question in SAMPLE_QUESTIONS]
             with gr.Column(scale=2, min_width=340):
                 with gr.Tabs():
                     with gr.Tab("Library", elem_id="fr-library-tab"):
@@ -495,46 +572,48 @@ def build_blocks(app: FreeRetApp):
 
         settings = [top_k, rerank, rerank_k, n_sources, min_relevance, fixed_threshold]
 
-        def refresh(current=None):
+        def refresh(current=None, request=None):
             """The listing again; the document picked for deletion stays picked while it exists."""
-            choices = app.document_choices()
+            view = app.for_request(request)
+            choices = view.document_choices()
             kept = current if current in {doc_id for _, doc_id in choices} else None
-            return (app.library_summary(), app.document_rows(), gr.update(choices=choices, value=kept),
-                    app.reindex_notice(), gr.update(visible=app.library.needs_reindex), app.self_check_info())
+            return (view.library_summary(), view.document_rows(), gr.update(choices=choices, value=kept),
+                    view.reindex_notice(), gr.update(visible=view.library.needs_reindex), view.self_check_info())
 
         listing = [summary, table, chosen, warning, reindex, self_check]
 
-        def run_reindex():
-            for result in app.reindex():
+        def run_reindex(request):
+            for result in app.for_request(request).reindex():
                 yield render_progress(result.files)
 
         def upload_names(paths) -> list[str]:
             return [p if isinstance(p, str) else getattr(p, "name", str(p)) for p in paths or []]
 
-        def run_triage(paths):
+        def run_triage(paths, request):
             """At once, without the model: every file's line, refused ones with their reason and
             unchanged ones answered; the upload control resets for the next pick."""
             if not paths:
                 return gr.update(), None, None, gr.update()
-            result, pending = app.triage(upload_names(paths))
+            result, pending = app.for_request(request).triage(upload_names(paths))
             return render_progress(result.files), None, (result, pending), gr.update(visible=bool(pending))
 
-        def run_ingest(batch):
+        def run_ingest(batch, request):
             """Per-file progress; the document list refreshes as soon as each file is done."""
+            view = app.for_request(request)
             unchanged = (gr.update(),) * 3
             if not batch or not batch[1]:
                 yield gr.update(), *unchanged
                 return
             result, pending = batch
             finished = 0
-            with closing(app.index_pending(result, pending)) as results:  # a cancelled event closes this
+            with closing(view.index_pending(result, pending)) as results:  # a cancelled event closes this
                 for result in results:  # ... and closing it cancels the indexing (ui_uploads._ingest_one)
                     done = sum(1 for s in result.files if s.state == "done")
                     listing_now = unchanged
                     if done != finished:
                         finished = done
-                        listing_now = (app.library_summary(), app.document_rows(),
-                                       gr.update(choices=app.document_choices(), value=None))
+                        listing_now = (view.library_summary(), view.document_rows(),
+                                       gr.update(choices=view.document_choices(), value=None))
                     yield render_progress(result.files), *listing_now
             yield render_progress(result.files), *unchanged
 
@@ -565,11 +644,11 @@ def build_blocks(app: FreeRetApp):
         # another one is picked meanwhile; picking another one closes the question.
         asked = gr.State(None)
 
-        def run_delete(doc_id):
-            return app.delete(doc_id), gr.update(visible=False), None
+        def run_delete(doc_id, request):
+            return app.for_request(request).delete(doc_id), gr.update(visible=False), None
 
-        def ask_delete(doc_id):
-            preview = app.delete_preview(doc_id)
+        def ask_delete(doc_id, request):
+            preview = app.for_request(request).delete_preview(doc_id)
             if not preview:
                 return gr.update(visible=False), "", "Choose a document to delete.", None
             return gr.update(visible=True), preview, "", doc_id
@@ -587,29 +666,33 @@ def build_blocks(app: FreeRetApp):
         chosen.input(close_question, outputs=[confirm_box, asked], api_name=False, queue=False,
                      show_progress="hidden")
 
-        def select_row(event):
-            docs = app.listed()
+        def select_row(event, request):
+            docs = app.for_request(request).listed()
             row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
             return (docs[row].doc_id if 0 <= row < len(docs) else None), *close_question()
 
-        select_row.__annotations__ = {"event": gr.SelectData}  # Gradio injects the event by this type
+        select_row.__annotations__ = {"event": gr.SelectData, "request": gr.Request}  # Gradio injects these
 
         reindex.click(run_reindex, outputs=progress, api_name=False, show_progress="hidden", **library_events
                       ).then(refresh, inputs=chosen, outputs=listing, api_name=False, queue=False, show_progress="hidden")
 
         seen_changes = gr.State(0)
 
-        def watch_tick(seen):
+        def watch_tick(seen, request):
             """The watchers' log; the document list too when a sync changed the library."""
             now = app.watch_changes()
             if now == seen:
                 return app.watch_status(), seen, gr.update(), gr.update(), gr.update()
-            return (app.watch_status(), now, app.library_summary(), app.document_rows(),
-                    gr.update(choices=app.document_choices()))
+            view = app.for_request(request)
+            return (app.watch_status(), now, view.library_summary(), view.document_rows(),
+                    gr.update(choices=view.document_choices()))
+
+        def watch_click(folder, request):
+            return app.for_request(request).watch_folder(folder), app.watch_status()
 
         watch_timer.tick(watch_tick, inputs=seen_changes, outputs=[watch_status, seen_changes, summary, table, chosen],
                          api_name=False, queue=False, show_progress="hidden")
-        watch_button.click(lambda folder: (app.watch_folder(folder), app.watch_status()), inputs=watch_path,
+        watch_button.click(watch_click, inputs=watch_path,
                            outputs=[notice, watch_status], api_name=False, queue=False, show_progress="hidden")
 
         table.select(select_row, outputs=[chosen, confirm_box, asked], api_name=False, queue=False,
@@ -628,21 +711,39 @@ def build_blocks(app: FreeRetApp):
 
         def answer_turn(turn_now, messages, plain, top_k_, rerank_, rerank_k_, n_sources_, min_relevance_,
                         fixed_threshold_, request):
-            yield from app.answer_turn(turn_now, messages, plain, top_k_, rerank_, rerank_k_, n_sources_,
+            yield from app.for_request(request).answer_turn(turn_now, messages, plain, top_k_, rerank_, rerank_k_, n_sources_,
                                        min_relevance_, fixed_threshold_, stop=app.stop_flag(request.session_hash))
 
         def stop_turn(request):
             app.stop(request.session_hash)
 
-        for function in (submit_turn, answer_turn, stop_turn):  # Gradio injects the request by this type
+        for function in (submit_turn, answer_turn, stop_turn, refresh, run_reindex, run_triage, run_ingest,
+                         run_delete, ask_delete, watch_tick, watch_click):  # Gradio injects the request by this type
             function.__annotations__ = {"request": gr.Request}
 
-        textbox.submit(submit_turn, inputs=[textbox, chatbot], outputs=[chatbot, pending, textbox, stop],
-                       api_name=False, queue=False
-                       ).then(answer_turn, inputs=[pending, chatbot, history, *settings],
-                              outputs=[chatbot, history], api_name=False, show_progress="minimal", **model_events
-                              ).then(lambda: (gr.update(interactive=True), gr.update(visible=False)),
-                                     outputs=[textbox, stop], api_name=False, queue=False)
+        def ask(submitted):
+            submitted.then(answer_turn, inputs=[pending, chatbot, history, *settings],
+                           outputs=[chatbot, history], api_name=False, show_progress="minimal", **model_events
+                           ).then(lambda: (gr.update(interactive=True), gr.update(visible=False)),
+                                  outputs=[textbox, stop], api_name=False, queue=False)
+
+        ask(textbox.submit(submit_turn, inputs=[textbox, chatbot], outputs=[chatbot, pending, textbox, stop],
+                           api_name=False, queue=False))
+        if demo_mode:
+            def attach_samples(request):
+                return app.users.attach_samples(request), gr.update(visible=True)
+
+            attach_samples.__annotations__ = {"request": gr.Request}
+            try_samples.click(attach_samples, outputs=[samples_note, examples], api_name="try_samples",
+                              show_progress="minimal", **library_events
+                              ).then(refresh, inputs=chosen, outputs=listing, api_name=False, queue=False,
+                                     show_progress="hidden")
+            for button, question in zip(example_buttons, SAMPLE_QUESTIONS):
+                ask(button.click(lambda q=question: {"text": q, "files": []}, outputs=textbox, api_name=False,
+                                 queue=False
+                                 ).then(submit_turn, inputs=[textbox, chatbot], outputs=[chatbot, pending, textbox, stop],
+                                        api_name=False, queue=False))
+            demo.unload(app.users.end_session)  # the tab closed: its demo library goes
         stop.click(stop_turn, api_name=False, queue=False, show_progress="hidden")
         new_chat.click(lambda: ([], [], None), outputs=[chatbot, history, textbox], api_name=False, queue=False)
         # Static first values above; every page load refreshes them (without progress overlays).
@@ -655,36 +756,59 @@ def build_blocks(app: FreeRetApp):
             api_report = gr.JSON(visible=False)
             api_add_button = gr.Button(visible=False)
 
-        def api_add(paths) -> Iterator[list[dict]]:
+        def api_add(paths, request) -> Iterator[list[dict]]:
             """Per-file rows after every step (a generator, so that a client's cancel stops the indexing)."""
             paths = [p if isinstance(p, str) else getattr(p, "name", str(p)) for p in paths or []]
-            with closing(app.ingest(paths)) as results:  # a client's cancel closes us: close the indexing now
+            with closing(app.for_request(request).ingest(paths)) as results:  # a client's cancel closes us: close the indexing now
                 for result in results:
                     yield [{"file": s.name, "state": s.state, "items": s.items, "done": s.done, "total": s.total,
                             "message": s.message} for s in result.files]
 
-        def api_documents() -> list[dict]:
-            """Searchable documents, then those waiting ("waiting" says why; absent for the others)."""
+        def api_documents(request: gr.Request) -> list[dict]:
+            """Searchable documents, then those waiting ("waiting" says why; absent for the others), then
+            those of the shared library ("read_only": true)."""
             return [{"doc_id": d.doc_id, "file": d.source, "type": d.file_type, "items": d.items}
-                    | ({"waiting": d.waiting} if getattr(d, "waiting", "") else {}) for d in app.listed()]
+                    | ({"waiting": d.waiting} if getattr(d, "waiting", "") else {})
+                    | ({"read_only": True} if getattr(d, "read_only", False) else {})
+                    for d in app.for_request(request).listed()]
+
+        def api_chat(message, messages, top_k_, rerank_, rerank_k_, n_sources_, min_relevance_, fixed_threshold_,
+                     request):
+            yield from app.for_request(request).api_chat(message, messages, top_k_, rerank_, rerank_k_, n_sources_,
+                                                         min_relevance_, fixed_threshold_)
+
+        def api_delete(doc_id: str, request: gr.Request) -> str:
+            return app.for_request(request).delete(doc_id)
+
+        for function in (api_add, api_chat):
+            function.__annotations__ = {"request": gr.Request}
+        api_documents.__annotations__ = {"request": gr.Request, "return": list[dict]}
+        api_delete.__annotations__ = {"doc_id": str, "request": gr.Request, "return": str}
 
         api_chat_button = gr.Button(visible=False)
         api_sources = gr.JSON(visible=False)
         # The API's conversation is exactly the chat messages passed in (never the session's history).
-        api_chat_button.click(app.api_chat, inputs=[textbox, chatbot, *settings],
+        api_chat_button.click(api_chat, inputs=[textbox, chatbot, *settings],
                               outputs=[chatbot, api_sources, textbox], api_name="chat", **model_events)
         api_add_button.click(api_add, inputs=api_files, outputs=api_report, api_name="add_files", **library_events)
         gr.api(api_documents, api_name="documents", queue=False)
-        gr.api(app.delete, api_name="delete", **library_events)
+        gr.api(api_delete, api_name="delete", **library_events)
     demo.queue(default_concurrency_limit=config.concurrency, max_size=config.max_queue)
     return demo
 
 
-def launch_options(config: AppConfig, serves: Any = None) -> dict[str, Any]:
+def launch_options(config: AppConfig, serves: Any = None, users: Any = None) -> dict[str, Any]:
     """Keyword arguments of `Blocks.launch` for this configuration. `serves(path)`: whether a file
-    under the data folder may be served (`Library.serves`; ui_files.FileGuard answers 404 otherwise)."""
+    under the data folder may be served (`Library.serves`; ui_files.FileGuard answers 404 otherwise).
+    `users` (ui_users.Users): files are served per login or demo session (`users.serves`)."""
     middleware = [login_guard()] if config.auth else []
-    if serves is not None:
+    extra_paths = []
+    if users is not None:  # every library folder is under the data folder, or the shared library's
+        from .ui_files import file_guard
+
+        extra_paths = [config.data_dir, *([config.shared_library] if config.shared_library else [])]
+        middleware.append(file_guard(extra_paths, users.serves, by_login=True))
+    elif serves is not None:
         from .ui_files import file_guard
 
         middleware.append(file_guard([config.data_dir], serves))
@@ -695,7 +819,7 @@ def launch_options(config: AppConfig, serves: Any = None) -> dict[str, Any]:
         auth=config.auth or None,
         auth_message="Sign in to FreeRet RAG" if config.auth else None,
         max_file_size=config.max_upload_bytes,
-        allowed_paths=[str(config.asset_dir), str(config.upload_dir), *map(str, config.watch)],
+        allowed_paths=[str(config.asset_dir), str(config.upload_dir), *map(str, config.watch), *map(str, extra_paths)],
         root_path=config.root_path,
         theme=theme(),
         css=CSS,
@@ -759,4 +883,4 @@ def patient_startup_probe() -> Iterator[None]:
 def launch(app: FreeRetApp, **overrides: Any):
     demo = build_blocks(app)
     with patient_startup_probe():  # the app starts whenever its port is free, also on a busy machine
-        return demo.launch(**{**launch_options(app.config, serves=app.library.serves), **overrides})
+        return demo.launch(**{**launch_options(app.config, serves=app.library.serves, users=app.users), **overrides})

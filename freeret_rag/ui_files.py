@@ -42,8 +42,11 @@ def under(path: Path, roots: Iterable[Path]) -> bool:
 class FileGuard:
     """ASGI middleware: see the module's docstring. `serves(path)` may block (it runs in a thread)."""
 
-    def __init__(self, app: Callable, roots: Iterable[str | Path], serves: Callable[[Path], bool]) -> None:
+    def __init__(self, app: Callable, roots: Iterable[str | Path], serves: Callable[..., bool],
+                 by_login: bool = False) -> None:
         self.app = app
+        #: `serves(path, login)`: the requester's login too (None without one), read as Gradio does.
+        self.by_login = by_login
         # Both spellings of each root: as given (made absolute) and with its symlinks resolved.
         self.roots = sorted({Path(os.path.abspath(root)) for root in roots}
                             | {Path(os.path.realpath(root)) for root in roots})
@@ -58,15 +61,17 @@ class FileGuard:
         wanted = requested_file(scope.get("path", "")) if scope.get("type") == "http" else None
         path = self.guarded(wanted) if wanted is not None else None
         missing = wanted is not None and not os.path.exists(wanted)  # e.g. a deleted upload's (Gradio: 403)
-        if missing or (path is not None and not await self._serves(path)):
+        if missing or (path is not None and not await self._serves(path, scope)):
             await self._not_found(send, head=scope.get("method") == "HEAD")
             return
         await self.app(scope, receive, send)
 
-    async def _serves(self, path: Path) -> bool:
+    async def _serves(self, path: Path, scope: Scope) -> bool:
         import anyio.to_thread
 
         try:
+            if self.by_login:
+                return bool(await anyio.to_thread.run_sync(self.serves, path, login_of(scope)))
             return bool(await anyio.to_thread.run_sync(self.serves, path))
         except Exception:  # noqa: BLE001 - cannot tell (e.g. the Chroma server is down): serve nothing
             return False
@@ -80,8 +85,30 @@ class FileGuard:
         await send({"type": "http.response.body", "body": b"" if head else NOT_FOUND})
 
 
-def file_guard(roots: Iterable[str | Path], serves: Callable[[Path], bool]) -> Any:
-    """The guard as a Starlette middleware entry."""
+def login_of(scope: Scope) -> str | None:
+    """The login of a request, as Gradio finds it (gradio/routes.py, get_current_user): its
+    access-token cookie looked up in the app's tokens (None: not signed in)."""
+    from http.cookies import SimpleCookie
+
+    app = scope.get("app")
+    tokens, cookie_id = getattr(app, "tokens", None), getattr(app, "cookie_id", None)
+    if not tokens:
+        return None
+    cookies: SimpleCookie = SimpleCookie()
+    for name, value in scope.get("headers") or ():
+        if name == b"cookie":
+            try:
+                cookies.load(value.decode("latin-1"))
+            except Exception:  # noqa: BLE001 - a malformed cookie header: no login
+                return None
+    for name in (f"access-token-{cookie_id}", f"access-token-unsecure-{cookie_id}"):
+        if name in cookies and cookies[name].value in tokens:
+            return tokens[cookies[name].value]
+    return None
+
+
+def file_guard(roots: Iterable[str | Path], serves: Callable[..., bool], by_login: bool = False) -> Any:
+    """The guard as a Starlette middleware entry (`by_login`: `serves(path, login)`)."""
     from starlette.middleware import Middleware
 
-    return Middleware(FileGuard, roots=list(roots), serves=serves)
+    return Middleware(FileGuard, roots=list(roots), serves=serves, by_login=by_login)

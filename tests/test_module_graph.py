@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "freeret_rag"
-UI_MODULES = {"freeret_rag.ui", "freeret_rag.ui_render", "freeret_rag.ui_uploads"}
+UI_MODULES = {"freeret_rag.ui", "freeret_rag.ui_render", "freeret_rag.ui_uploads", "freeret_rag.ui_users"}
 
 
 def module_name(path: Path) -> str:
