@@ -582,14 +582,14 @@ def build_blocks(app: FreeRetApp):
 
         listing = [summary, table, chosen, warning, reindex, self_check]
 
-        def run_reindex(request):
+        def run_reindex(request=None):
             for result in app.for_request(request).reindex():
                 yield render_progress(result.files)
 
         def upload_names(paths) -> list[str]:
             return [p if isinstance(p, str) else getattr(p, "name", str(p)) for p in paths or []]
 
-        def run_triage(paths, request):
+        def run_triage(paths, request=None):
             """At once, without the model: every file's line, refused ones with their reason and
             unchanged ones answered; the upload control resets for the next pick."""
             if not paths:
@@ -597,7 +597,7 @@ def build_blocks(app: FreeRetApp):
             result, pending = app.for_request(request).triage(upload_names(paths))
             return render_progress(result.files), None, (result, pending), gr.update(visible=bool(pending))
 
-        def run_ingest(batch, request):
+        def run_ingest(batch, request=None):
             """Per-file progress; the document list refreshes as soon as each file is done."""
             view = app.for_request(request)
             unchanged = (gr.update(),) * 3
@@ -644,10 +644,10 @@ def build_blocks(app: FreeRetApp):
         # another one is picked meanwhile; picking another one closes the question.
         asked = gr.State(None)
 
-        def run_delete(doc_id, request):
+        def run_delete(doc_id, request=None):
             return app.for_request(request).delete(doc_id), gr.update(visible=False), None
 
-        def ask_delete(doc_id, request):
+        def ask_delete(doc_id, request=None):
             preview = app.for_request(request).delete_preview(doc_id)
             if not preview:
                 return gr.update(visible=False), "", "Choose a document to delete.", None
@@ -666,7 +666,7 @@ def build_blocks(app: FreeRetApp):
         chosen.input(close_question, outputs=[confirm_box, asked], api_name=False, queue=False,
                      show_progress="hidden")
 
-        def select_row(event, request):
+        def select_row(event, request=None):
             docs = app.for_request(request).listed()
             row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
             return (docs[row].doc_id if 0 <= row < len(docs) else None), *close_question()
@@ -678,7 +678,7 @@ def build_blocks(app: FreeRetApp):
 
         seen_changes = gr.State(0)
 
-        def watch_tick(seen, request):
+        def watch_tick(seen, request=None):
             """The watchers' log; the document list too when a sync changed the library."""
             now = app.watch_changes()
             if now == seen:
@@ -687,7 +687,7 @@ def build_blocks(app: FreeRetApp):
             return (app.watch_status(), now, view.library_summary(), view.document_rows(),
                     gr.update(choices=view.document_choices()))
 
-        def watch_click(folder, request):
+        def watch_click(folder, request=None):
             return app.for_request(request).watch_folder(folder), app.watch_status()
 
         watch_timer.tick(watch_tick, inputs=seen_changes, outputs=[watch_status, seen_changes, summary, table, chosen],
@@ -756,7 +756,7 @@ def build_blocks(app: FreeRetApp):
             api_report = gr.JSON(visible=False)
             api_add_button = gr.Button(visible=False)
 
-        def api_add(paths, request) -> Iterator[list[dict]]:
+        def api_add(paths, request=None) -> Iterator[list[dict]]:
             """Per-file rows after every step (a generator, so that a client's cancel stops the indexing)."""
             paths = [p if isinstance(p, str) else getattr(p, "name", str(p)) for p in paths or []]
             with closing(app.for_request(request).ingest(paths)) as results:  # a client's cancel closes us: close the indexing now
@@ -764,7 +764,7 @@ def build_blocks(app: FreeRetApp):
                     yield [{"file": s.name, "state": s.state, "items": s.items, "done": s.done, "total": s.total,
                             "message": s.message} for s in result.files]
 
-        def api_documents(request: gr.Request) -> list[dict]:
+        def api_documents(request: gr.Request = None) -> list[dict]:
             """Searchable documents, then those waiting ("waiting" says why; absent for the others), then
             those of the shared library ("read_only": true)."""
             return [{"doc_id": d.doc_id, "file": d.source, "type": d.file_type, "items": d.items}
@@ -773,11 +773,11 @@ def build_blocks(app: FreeRetApp):
                     for d in app.for_request(request).listed()]
 
         def api_chat(message, messages, top_k_, rerank_, rerank_k_, n_sources_, min_relevance_, fixed_threshold_,
-                     request):
+                     request=None):
             yield from app.for_request(request).api_chat(message, messages, top_k_, rerank_, rerank_k_, n_sources_,
                                                          min_relevance_, fixed_threshold_)
 
-        def api_delete(doc_id: str, request: gr.Request) -> str:
+        def api_delete(doc_id: str, request: gr.Request = None) -> str:
             return app.for_request(request).delete(doc_id)
 
         for function in (api_add, api_chat):
