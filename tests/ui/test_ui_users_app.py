@@ -1,0 +1,79 @@
+"""Per-user views in process (no browser): the flags, a Chroma server with one database per login,
+watched folders off with many users, and a demo tab's library removed when the tab closes."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pytest
+
+from test_chroma_server_down import server  # noqa: F401 - the fixture
+
+from freeret_rag.config import ConfigError, parse_config
+
+
+@dataclass
+class FakeRequest:  # what the handlers read of a gr.Request
+    username: str | None = None
+    session_hash: str | None = None
+
+
+def test_demo_is_on_in_a_space_without_a_login_and_the_flags_are_checked(tmp_path):
+    assert parse_config([], {"SPACE_ID": "me/app"}).demo
+    assert not parse_config(["--auth", "ann:pw"], {"SPACE_ID": "me/app"}).demo
+    assert not parse_config([], {"SPACE_ID": "me/app", "FREERET_DEMO": "0"}).demo
+    assert not parse_config([], {}).demo and parse_config(["--demo"], {}).demo
+    assert parse_config(["--host", "0.0.0.0"], {"SPACE_ID": "me/app"}).host == "0.0.0.0"  # a demo needs no login
+    demo = parse_config(["--demo", "--demo-ttl-minutes", "5", "--demo-max-mb", "2", "--demo-max-files", "1"], {})
+    assert (demo.demo_ttl_minutes, demo.demo_max_mb, demo.demo_max_files) == (5.0, 2.0, 1)
+    with pytest.raises(ConfigError, match="choose one"):
+        parse_config(["--demo", "--auth", "ann:pw"], {})
+    with pytest.raises(ConfigError, match="--watch keeps one library"):
+        parse_config(["--auth", "ann:pw", "--watch", str(tmp_path)], {})
+    with pytest.raises(ConfigError, match="holds no library"):
+        parse_config(["--shared-library", str(tmp_path)], {})
+
+
+def test_every_login_has_its_own_database_on_a_chroma_server(server, make_app, tmp_path):
+    import chromadb
+    from chromadb.config import Settings
+
+    notes = tmp_path / "ann-notes.txt"
+    notes.write_text("Ann's notes: the greenhouse key is in the red box.\n")
+    app = make_app("--auth", "ann:pw,bob:pw", "--chroma-url", server.url)
+    ann, bob = app.for_request(FakeRequest("ann")), app.for_request(FakeRequest("bob"))
+    *_, result = ann.ingest([str(notes)])
+    assert [s.state for s in result.files] == ["done"]
+    assert [doc.source for doc in ann.documents()] == ["ann-notes.txt"] and bob.documents() == []
+    admin = chromadb.AdminClient(Settings(chroma_api_impl="chromadb.api.fastapi.FastAPI",
+                                          chroma_server_host="127.0.0.1", chroma_server_http_port=server.port,
+                                          anonymized_telemetry=False))
+    names = {db["name"] if isinstance(db, dict) else db.name for db in admin.list_databases()}
+    expected = {f"freeret_{login}_{hashlib.sha256(login.encode()).hexdigest()[:10]}" for login in ("ann", "bob")}
+    assert expected <= names
+    ann_db = chromadb.HttpClient(host="127.0.0.1", port=server.port, database=min(expected))  # ann sorts first
+    assert sum(ann_db.get_collection(c.name).count() for c in ann_db.list_collections()) >= 1
+    bob_db = chromadb.HttpClient(host="127.0.0.1", port=server.port, database=max(expected))
+    assert sum(bob_db.get_collection(c.name).count() for c in bob_db.list_collections()) == 0
+
+
+def test_with_many_users_watched_folders_are_off_and_a_closed_tab_takes_its_library(make_app, tmp_path):
+    users = make_app("--auth", "ann:pw")
+    ann = users.for_request(FakeRequest("ann"))
+    assert not ann.may_watch and "library of its own" in ann.watch_folder(str(tmp_path))
+    with pytest.raises(Exception, match="Sign in first"):
+        users.for_request(FakeRequest(None))
+
+    demo = make_app("--demo", data_dir=tmp_path / "demo-data")
+    tab = demo.for_request(FakeRequest(session_hash="tab-1"))
+    folder = tmp_path / "demo-data" / "demo" / hashlib.sha256(b"demo:tab-1").hexdigest()[:24]
+    assert tab.config.data_dir == folder and folder.is_dir()
+    note = tmp_path / "note.txt"
+    note.write_text("A note about otters.\n")
+    *_, result = tab.ingest([str(note)])
+    assert [s.state for s in result.files] == ["done"] and any(folder.rglob("note.txt"))
+    del tab
+    demo.users.end_session(FakeRequest(session_hash="tab-1"))  # what demo.unload calls
+    assert not folder.exists()
+    assert demo.for_request(FakeRequest(session_hash="tab-1")).documents() == []  # back: a fresh library
