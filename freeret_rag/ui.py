@@ -545,7 +545,10 @@ def build_blocks(app: FreeRetApp):
                             watch_path = gr.Textbox(label="Folder on this machine", elem_id="fr-watch-path",
                                                     placeholder="/home/me/Papers", interactive=app.may_watch,
                                                     info="Kept in step: new and changed files are indexed, "
-                                                         "deleted ones leave the library")
+                                                         "deleted ones leave the library" if app.users is None or
+                                                         not app.users.many else
+                                                         "Off here: every login (or demo tab) has a library of "
+                                                         "its own, and a folder of this machine is nobody's")
                             watch_button = gr.Button("Add a folder to watch", size="sm", elem_id="fr-watch",
                                                      interactive=app.may_watch)
                             watch_status = gr.HTML(app.watch_status(), elem_id="fr-watch-status", min_height=0,
@@ -743,7 +746,11 @@ def build_blocks(app: FreeRetApp):
                                  queue=False
                                  ).then(submit_turn, inputs=[textbox, chatbot], outputs=[chatbot, pending, textbox, stop],
                                         api_name=False, queue=False))
-            demo.unload(app.users.end_session)  # the tab closed: its demo library goes
+            def end_session(request):
+                app.users.end_session(request)
+
+            end_session.__annotations__ = {"request": gr.Request}
+            demo.unload(end_session)  # the tab closed (its heartbeat ended): its demo library goes
         stop.click(stop_turn, api_name=False, queue=False, show_progress="hidden")
         new_chat.click(lambda: ([], [], None), outputs=[chatbot, history, textbox], api_name=False, queue=False)
         # Static first values above; every page load refreshes them (without progress overlays).
