@@ -55,7 +55,8 @@ class FreeRetApp:
         self.engine = for_spaces(engine)
         many = bool(config.auth or config.demo)  # a library per login or per session (ui_users.py)
         if library is None:  # with many users, the app's own library is an empty one nobody writes to
-            library = self.open_library(config.data_dir / "empty" if many else config.data_dir)
+            library = self.open_library(config.data_dir / "empty", database=self._empty_database()) if many \
+                else self.open_library(config.data_dir)
         self.library = library  # thread-safe: writes are serialised, searches run concurrently
         self.shared: list[Any] = []  # read-only libraries searched besides `library` (ui_users.py)
         self.caps: tuple[int, int] | None = None  # a demo session's (files, bytes) caps
@@ -84,6 +85,16 @@ class FreeRetApp:
         return Library(self.engine, data_dir, chroma_url=config.chroma_url, allow_mismatch=True,
                        fusion_weights=config.fusion_weights, rerank_share=config.rerank_share,
                        self_check=check, media_settings=caps, database=database)
+
+    def _empty_database(self) -> str | None:
+        """On a Chroma server, the database of the app's own (empty) library with many users: not the
+        default one, which holds the single library of before (or the shared one)."""
+        if not self.config.chroma_url:
+            return None
+        from .libraries import database_name, ensure_database
+
+        ensure_database(self.config.chroma_url, database_name("empty"))
+        return database_name("empty")
 
     def for_request(self, request: Any) -> "FreeRetApp":
         """The app as this request's user sees it: their own library (a login's, a demo session's),

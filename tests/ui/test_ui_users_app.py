@@ -41,7 +41,13 @@ def test_every_login_has_its_own_database_on_a_chroma_server(server, make_app, t
 
     notes = tmp_path / "ann-notes.txt"
     notes.write_text("Ann's notes: the greenhouse key is in the red box.\n")
+    old = tmp_path / "old-single-library.txt"
+    old.write_text("The single library of before: the boiler is serviced in October.\n")
+    single = make_app("--chroma-url", server.url, data_dir=tmp_path / "single")
+    *_, result = single.ingest([str(old)])
+    assert [s.state for s in result.files] == ["done"]
     app = make_app("--auth", "ann:pw,bob:pw", "--chroma-url", server.url)
+    assert app.document_rows() == [] and app.document_choices() == []  # the page's first values: nobody's
     ann, bob = app.for_request(FakeRequest("ann")), app.for_request(FakeRequest("bob"))
     *_, result = ann.ingest([str(notes)])
     assert [s.state for s in result.files] == ["done"]
@@ -56,6 +62,8 @@ def test_every_login_has_its_own_database_on_a_chroma_server(server, make_app, t
     assert sum(ann_db.get_collection(c.name).count() for c in ann_db.list_collections()) >= 1
     bob_db = chromadb.HttpClient(host="127.0.0.1", port=server.port, database=max(expected))
     assert sum(bob_db.get_collection(c.name).count() for c in bob_db.list_collections()) == 0
+    assert "freeret_empty" in names  # the app's own, empty, library with logins
+    assert [doc.source for doc in bob.listed()] == []  # the single library of before is nobody's
 
 
 def test_with_many_users_watched_folders_are_off_and_a_closed_tab_takes_its_library(make_app, tmp_path):
