@@ -10,10 +10,10 @@ import pytest
 
 from ui_harness import AppServer, browser_page, screenshot
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.usefixtures("browser_available")]
 
 
-def test_a_visitor_tries_the_samples_and_closing_the_tab_removes_its_library(browser_available, tiny_model_dirs,
+def test_a_visitor_tries_the_samples_and_closing_the_tab_removes_its_library(tiny_model_dirs,
                                                                              tmp_path):
     data = tmp_path / "data"
     with AppServer(["--model", str(tiny_model_dirs["qwen2_vl"]), "--data-dir", str(data), "--demo", "--top-k", "20",

@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote
 
 import pytest
 
-from ui_harness import OFFLINE_ENV, REPO_ROOT, AppServer
+from ui_harness import OFFLINE_ENV, REPO_ROOT, AppServer, make_pdf
 
 pytestmark = [pytest.mark.slow]
 
@@ -67,22 +67,23 @@ def test_two_logins_see_only_their_own_library_and_the_shared_one(tiny_model_dir
     assert indexed.returncode == 0, indexed.stderr[-2000:]
     secret = tmp_path / "ann-vault.txt"
     secret.write_text("Ann's vault. The vault code is 4417 zebra; the spare key hides under the blue flowerpot.\n")
+    plan = make_pdf(tmp_path / "ann-plan.pdf", ["Ann's plan. Move the vault on Tuesday.", "Ann's plan, page 2."])
     users = tmp_path / "users.txt"
     users.write_text("ann:pw-ann\nbob:pw-bob\n")
 
     from gradio_client import handle_file
 
     with AppServer(["--model", model, "--data-dir", str(data), "--auth", str(users), "--shared-library", str(shared),
-                    *TINY_FLAGS], log_name="app-users.log") as server:
+                    *TINY_FLAGS, "--sources", "6"], log_name="app-users.log") as server:
         ann, bob = client_for(server, auth=("ann", "pw-ann")), client_for(server, auth=("bob", "pw-bob"))
         ann_http, bob_http = signed_in(server, "ann", "pw-ann"), signed_in(server, "bob", "pw-bob")
-        report = ann.predict([handle_file(str(secret))], api_name="/add_files")
-        assert [(row["file"], row["state"]) for row in report] == [("ann-vault.txt", "done")]
+        report = ann.predict([handle_file(str(secret)), handle_file(str(plan))], api_name="/add_files")
+        assert [(row["file"], row["state"]) for row in report] == [("ann-vault.txt", "done"), ("ann-plan.pdf", "done")]
 
         # Listings: each login its own file, both the shared one (read-only).
         ann_docs = {d["file"]: d for d in ann.predict(api_name="/documents")}
         bob_docs = {d["file"]: d for d in bob.predict(api_name="/documents")}
-        assert set(ann_docs) == {"ann-vault.txt", "staff-handbook.txt"}
+        assert set(ann_docs) == {"ann-vault.txt", "ann-plan.pdf", "staff-handbook.txt"}
         assert set(bob_docs) == {"staff-handbook.txt"}
         assert ann_docs["staff-handbook.txt"]["read_only"] and bob_docs["staff-handbook.txt"]["read_only"]
         assert "read_only" not in ann_docs["ann-vault.txt"]
@@ -92,8 +93,10 @@ def test_two_logins_see_only_their_own_library_and_the_shared_one(tiny_model_dir
 
         # Search: ann's answer cites her file (and the shared one); bob's never shows hers.
         text, sources = ask(ann, "What is the vault code?")
-        assert {s["file"] for s in sources} == {"ann-vault.txt", "staff-handbook.txt"}
+        assert {s["file"] for s in sources} == {"ann-vault.txt", "ann-plan.pdf", "staff-handbook.txt"}
         ann_links = linked_files(text)
+        page_images = {s[key] for s in sources if s["file"] == "ann-plan.pdf" for key in ("asset_url", "thumbnail_url")}
+        assert len(page_images) >= 2 and all(str(user_folder(data, "ann")) in unquote(url) for url in page_images)
         ann_file = next(s["file_url"] for s in sources if s["file"] == "ann-vault.txt")
         assert Path(unquote(ann_file.split("=", 1)[1])).resolve() == expected_kept.resolve()
         text, sources = ask(bob, "What is the vault code?")
@@ -107,6 +110,8 @@ def test_two_logins_see_only_their_own_library_and_the_shared_one(tiny_model_dir
         assert ann_http.get(ann_file).content == secret.read_bytes()
         assert bob_http.get(ann_file).status_code == 404
         assert bob_http.head(ann_file).status_code == 404
+        for url in page_images:  # the PDF's page images and thumbnails too
+            assert ann_http.get(url).status_code == 200 and bob_http.get(url).status_code == 404
         import httpx
 
         assert httpx.get(server.url + ann_file, timeout=60).status_code == 404
@@ -125,7 +130,8 @@ def test_two_logins_see_only_their_own_library_and_the_shared_one(tiny_model_dir
             "staff-handbook.txt is in the shared library (read-only): it cannot be deleted here."
         assert ann.predict(ann_docs["staff-handbook.txt"]["doc_id"], api_name="/delete").endswith("read-only): "
                                                                                                    "it cannot be deleted here.")
-        assert {d["file"] for d in ann.predict(api_name="/documents")} == {"ann-vault.txt", "staff-handbook.txt"}
+        assert {d["file"] for d in ann.predict(api_name="/documents")} == {"ann-vault.txt", "ann-plan.pdf",
+                                                                          "staff-handbook.txt"}
         assert handbook.is_file() and (shared / "chroma").is_dir()
         assert ann.predict(ann_docs["ann-vault.txt"]["doc_id"], api_name="/delete") == "Deleted ann-vault.txt."
         assert ann_http.get(ann_file).status_code == 404 and not expected_kept.exists()
