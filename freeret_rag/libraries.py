@@ -252,8 +252,8 @@ def upload_caps(sizes: Sequence[int], files_now: int, bytes_now: int, max_files:
             reasons.append(f"this demo library holds at most {plural(max_files, 'file')}: "
                            "delete one to add another")
         elif max_bytes and used + size > max_bytes:
-            reasons.append(f"this demo library holds at most {max_bytes / 1024**2:g} MB in all "
-                           f"({max(0, max_bytes - used) / 1024**2:.1f} MB left)")
+            reasons.append(f"this demo library holds at most {max_bytes / 1024**2:.3g} MB in all "
+                           f"({max(0, max_bytes - used) / 1024**2:.3g} MB left)")
         else:
             reasons.append(None)
             files, used = files + 1, used + size

@@ -836,7 +836,9 @@ def launch_options(config: AppConfig, serves: Any = None, users: Any = None) -> 
         share=config.share,
         auth=config.auth or None,
         auth_message="Sign in to FreeRet RAG" if config.auth else None,
-        max_file_size=config.max_upload_bytes,
+        # A demo tab's uploads stop at its size cap already in Gradio (before they reach its disk).
+        max_file_size=min(config.max_upload_bytes, int(config.demo_max_mb * 1024**2))
+        if config.demo and config.demo_max_mb else config.max_upload_bytes,
         allowed_paths=[str(config.asset_dir), str(config.upload_dir), *map(str, config.watch), *map(str, extra_paths)],
         root_path=config.root_path,
         theme=theme(),

@@ -106,8 +106,10 @@ def test_upload_caps_say_files_and_megabytes_in_the_right_number():
         "this demo library holds at most 3 files: delete one to add another"
     reasons = upload_caps([3 * mb, 3 * mb, mb], 0, 0, max_files=10, max_bytes=5 * mb)
     assert reasons[0] is None and reasons[2] is None  # the third still fits after the second was refused
-    assert reasons[1] == "this demo library holds at most 5 MB in all (2.0 MB left)"
+    assert reasons[1] == "this demo library holds at most 5 MB in all (2 MB left)"
     assert upload_caps([10 ** 9], 50, 10 ** 9, 0, 0) == [None]  # 0: no cap
+    assert upload_caps([mb], 0, int(49.5 * mb), 10, 50 * mb) == ["this demo library holds at most 50 MB in all "
+                                                                 "(0.5 MB left)"]
 
 
 def hit(item_id, doc_id, rerank=None, fused=None):

@@ -85,3 +85,15 @@ def test_with_many_users_watched_folders_are_off_and_a_closed_tab_takes_its_libr
     demo.users.end_session(FakeRequest(session_hash="tab-1"))  # what demo.unload calls
     assert not folder.exists()
     assert demo.for_request(FakeRequest(session_hash="tab-1")).documents() == []  # back: a fresh library
+
+
+def test_a_demo_tabs_megabyte_cap_refuses_the_file_that_goes_over(make_app, tmp_path):
+    demo = make_app("--demo", "--demo-max-mb", "0.01", data_dir=tmp_path / "demo-data")  # 10240 bytes
+    small, big = tmp_path / "small.txt", tmp_path / "big.txt"
+    small.write_text("Otters hold hands while they sleep.\n" * 100)     # 3600 bytes
+    big.write_text("Badgers dig setts with many tunnels.\n" * 200)      # 7400 bytes: 11000 in all
+    tab = demo.for_request(FakeRequest(session_hash="tab-2"))
+    *_, result = tab.ingest([str(small), str(big)])
+    assert [(s.name, s.state) for s in result.files] == [("small.txt", "done"), ("big.txt", "skipped")]
+    assert result.files[1].message == "this demo library holds at most 0.01 MB in all (0.00657 MB left)"  # (10485 - 3600) / 2**20
+    assert [doc.source for doc in tab.documents()] == ["small.txt"]
