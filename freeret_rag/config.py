@@ -253,7 +253,8 @@ def validate(config: AppConfig) -> None:
                           f"{'--demo' if config.demo else '--auth'} every "
                           f"{'session' if config.demo else 'login'} has a library of its own: index the folder "
                           "into a --shared-library with the CLI instead (freeret-rag --data-dir DIR add FOLDER)")
-    if config.shared_library is not None and not (config.shared_library / ("" if config.chroma_url else "chroma")).is_dir():
+    shared_index = config.shared_library / ("" if config.chroma_url else "chroma") if config.shared_library else None
+    if shared_index is not None and not shared_index.is_dir():
         raise ConfigError(f"--shared-library: {config.shared_library} holds no library (index files into it with "
                           f"freeret-rag --data-dir {config.shared_library} add FILES)")
     if config.demo_ttl_minutes <= 0 or config.demo_max_mb < 0 or config.demo_max_files < 0:

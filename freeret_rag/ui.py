@@ -725,8 +725,9 @@ def build_blocks(app: FreeRetApp):
 
         def answer_turn(turn_now, messages, plain, top_k_, rerank_, rerank_k_, n_sources_, min_relevance_,
                         fixed_threshold_, request):
-            yield from app.for_request(request).answer_turn(turn_now, messages, plain, top_k_, rerank_, rerank_k_, n_sources_,
-                                       min_relevance_, fixed_threshold_, stop=app.stop_flag(request.session_hash))
+            yield from app.for_request(request).answer_turn(turn_now, messages, plain, top_k_, rerank_, rerank_k_,
+                                                            n_sources_, min_relevance_, fixed_threshold_,
+                                                            stop=app.stop_flag(request.session_hash))
 
         def stop_turn(request):
             app.stop(request.session_hash)
@@ -755,8 +756,9 @@ def build_blocks(app: FreeRetApp):
             for button, question in zip(example_buttons, SAMPLE_QUESTIONS):
                 ask(button.click(lambda q=question: {"text": q, "files": []}, outputs=textbox, api_name=False,
                                  queue=False
-                                 ).then(submit_turn, inputs=[textbox, chatbot], outputs=[chatbot, pending, textbox, stop],
-                                        api_name=False, queue=False))
+                                 ).then(submit_turn, inputs=[textbox, chatbot],
+                                        outputs=[chatbot, pending, textbox, stop], api_name=False, queue=False))
+
             def end_session(request):
                 app.users.end_session(request)
 
@@ -777,7 +779,8 @@ def build_blocks(app: FreeRetApp):
         def api_add(paths, request=None) -> Iterator[list[dict]]:
             """Per-file rows after every step (a generator, so that a client's cancel stops the indexing)."""
             paths = [p if isinstance(p, str) else getattr(p, "name", str(p)) for p in paths or []]
-            with closing(app.for_request(request).ingest(paths)) as results:  # a client's cancel closes us: close the indexing now
+            # A client's cancel closes us: close the indexing now.
+            with closing(app.for_request(request).ingest(paths)) as results:
                 for result in results:
                     yield [{"file": s.name, "state": s.state, "items": s.items, "done": s.done, "total": s.total,
                             "message": s.message} for s in result.files]

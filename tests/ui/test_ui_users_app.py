@@ -95,5 +95,6 @@ def test_a_demo_tabs_megabyte_cap_refuses_the_file_that_goes_over(make_app, tmp_
     tab = demo.for_request(FakeRequest(session_hash="tab-2"))
     *_, result = tab.ingest([str(small), str(big)])
     assert [(s.name, s.state) for s in result.files] == [("small.txt", "done"), ("big.txt", "skipped")]
-    assert result.files[1].message == "this demo library holds at most 0.01 MB in all (0.00657 MB left)"  # (10485 - 3600) / 2**20
+    # left: (int(0.01 * 2**20) - 3600) / 2**20 = 0.006566...
+    assert result.files[1].message == "this demo library holds at most 0.01 MB in all (0.00657 MB left)"
     assert [doc.source for doc in tab.documents()] == ["small.txt"]
