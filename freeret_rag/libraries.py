@@ -172,6 +172,7 @@ class DemoSessions:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.root, self.ttl_s, self.on_remove, self.clock = Path(root), float(ttl_s), on_remove, clock
         self._seen: dict[str, float] = {}
+        self._cookies: dict[str, str] = {}  # session -> the browser cookie it first came with
         self._lock = threading.Lock()
         # Folders of an earlier run have no session any more.
         if self.root.is_dir():
@@ -182,16 +183,21 @@ class DemoSessions:
     def folder(self, session: str) -> Path:
         return self.root / session_folder(session)
 
-    def touch(self, session: str) -> Path:
-        """Note a request of the session (now); its folder (created)."""
+    def touch(self, session: str, cookie: str | None = None) -> Path:
+        """Note a request of the session (now), and the browser cookie it first came with; its folder."""
         with self._lock:
             self._seen[session] = self.clock()
+            if cookie and session not in self._cookies:
+                self._cookies[session] = cookie
         folder = self.folder(session)
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     def live(self, session: str) -> bool:
         return session in self._seen
+
+    def cookie_of(self, session: str) -> str | None:
+        return self._cookies.get(session)
 
     def session_of(self, folder: str) -> str | None:
         """The live session whose folder is `folder` (None: no live session has it)."""
@@ -202,6 +208,7 @@ class DemoSessions:
         """Remove the session's library now (its tab closed). Whether there was one."""
         with self._lock:
             known = self._seen.pop(session, None) is not None
+            self._cookies.pop(session, None)
         self._remove(session)
         return known
 
@@ -212,6 +219,7 @@ class DemoSessions:
             expired = [session for session, seen in self._seen.items() if now - seen > self.ttl_s]
             for session in expired:
                 del self._seen[session]
+                self._cookies.pop(session, None)
         for session in expired:
             self._remove(session)
         return expired

@@ -829,6 +829,10 @@ def launch_options(config: AppConfig, serves: Any = None, users: Any = None) -> 
 
         extra_paths = [config.data_dir, *([config.shared_library] if config.shared_library else [])]
         middleware.append(file_guard(extra_paths, users.serves, by_login=True))
+        if config.demo:
+            from .ui_files import demo_cookie
+
+            middleware.append(demo_cookie())
     elif serves is not None:
         from .ui_files import file_guard
 

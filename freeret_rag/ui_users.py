@@ -12,10 +12,11 @@ Folders under the app's data folder:
     samples/                         the bundled sample library, indexed once, read-only
     empty/                           the app's own (never written) library in these modes
 
-The file routes (`serves(path, login)`, used by ui_files.FileGuard) serve a file under the data
+The file routes (`serves(path, requester)`, used by ui_files.FileGuard) serve a file under the data
 folder only from the requesting login's library; a demo session's files only while the session
-lives (their folder name is a hash of the session id, known to that session only); the shared
-and sample libraries' files to everyone.
+lives, and only to requests with the browser cookie (ui_files.DemoCookie) the session first came
+with (a session that came without one: to whoever has the URL, its folder name being a hash of
+the session id); the shared and sample libraries' files to everyone.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FreeRetError
+from .ui_files import DEMO_COOKIE, parse_cookies
 from .libraries import (DemoSessions, LibraryRegistry, database_name, ensure_database, folder_size,
                         forget_embedded_client, owner_folder, upload_caps)
 
@@ -38,6 +40,16 @@ log = logging.getLogger(__name__)
 SAMPLES = Path(__file__).resolve().parents[1] / "assets" / "samples"
 SAMPLE_QUESTIONS = ("What do ladybirds eat?", "When does the yellow flower appear in the video?",
                     "When must an application run update-mime-database?")
+
+
+def browser_cookie(request: Any) -> str | None:
+    """The demo cookie (ui_files.DemoCookie) a request came with, if any."""
+    headers = getattr(request, "headers", None)
+    try:
+        header = headers.get("cookie") if headers is not None else None
+    except Exception:  # noqa: BLE001 - headers of another shape: no cookie
+        header = None
+    return parse_cookies(header).get(DEMO_COOKIE) if header else None
 
 
 class Users:
@@ -105,7 +117,7 @@ class Users:
         key = self.key_of(request)
         if self.sessions is not None:
             self.sessions.sweep()
-            self.sessions.touch(key.partition(":")[2])
+            self.sessions.touch(key.partition(":")[2], browser_cookie(request))
         view = copy.copy(app)
         folder = self.folder(key)
         view.config = dataclasses.replace(app.config, data_dir=folder)
@@ -193,8 +205,9 @@ class Users:
             "The sample library could not be indexed with this model."
 
     # -- the file routes ------------------------------------------------------------------------------
-    def serves(self, path: str | Path, login: str | None) -> bool:
-        """Whether the file route may serve `path` to the requester (`login`: None without one)."""
+    def serves(self, path: str | Path, requester: Any) -> bool:
+        """Whether the file route may serve `path` to the requester (ui_files.Requester)."""
+        login, cookies = getattr(requester, "login", None), getattr(requester, "cookies", {})
         real = Path(os.path.realpath(path))
         data = Path(os.path.realpath(self.data_dir))
         if real.is_relative_to(data) and real != data:
@@ -206,7 +219,11 @@ class Users:
                     and self.registry.get("user:" + login).serves(real)
             if parts[0] == "demo" and len(parts) > 2:
                 session = self.sessions.session_of(parts[1]) if self.sessions is not None else None
-                return session is not None and self.registry.get("demo:" + session).serves(real)
+                if session is None:
+                    return False
+                bound = self.sessions.cookie_of(session)  # a browser's session: its own cookie only
+                return (bound is None or cookies.get(DEMO_COOKIE) == bound) \
+                    and self.registry.get("demo:" + session).serves(real)
         if self.shared is not None and self.shared.serves(real):
             return True
         return not self.many and self.app.library.serves(real)

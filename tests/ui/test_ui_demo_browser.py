@@ -4,7 +4,11 @@ a video moment; closing the tab removes its temporary library (Gradio's unload).
 
 from __future__ import annotations
 
+import hashlib
 import time
+from urllib.parse import quote
+
+import httpx
 
 import pytest
 
@@ -44,6 +48,17 @@ def test_a_visitor_tries_the_samples_and_closing_the_tab_removes_its_library(tin
             assert page.locator("#fr-chat .fr-card video").count() >= 1  # a video moment plays in place
             assert page.locator("#fr-chat .fr-card img").count() >= 2    # page and picture thumbnails
             assert "shared, read-only" in page.inner_text("#fr-documents")
+            # The tab's own upload: served to this browser (its cookie), 404 to anyone else, even with the URL.
+            note = tmp_path / "otter-note.txt"
+            note.write_text("Otters hold hands while they sleep.\n")
+            page.set_input_files("#fr-upload input[type=file]", [str(note)])
+            page.wait_for_function("() => document.querySelector('#fr-documents').innerText.includes('otter-note.txt')",
+                                   timeout=120_000)
+            kept = folder / "files" / hashlib.sha256(note.read_bytes()).hexdigest()[:16] / "otter-note.txt"
+            url = server.url + "gradio_api/file=" + quote(str(kept))
+            assert kept.is_file() and page.request.get(url).body() == note.read_bytes()
+            assert httpx.get(url, timeout=60).status_code == 404
+            assert httpx.get(url, cookies={"freeret-demo": "another-browser"}, timeout=60).status_code == 404
             assert folder.is_dir()
             page.close()
         deadline = time.monotonic() + 60

@@ -188,10 +188,14 @@ def test_demo_sessions_are_isolated_capped_and_removed_after_the_ttl(tiny_model_
         # A goes quiet: after the TTL (6 s) its library is removed, its file no longer served.
         import httpx
 
-        assert httpx.get(server.url + a_file, timeout=60).status_code == 200
+        # A's file: served with A's demo cookie (gradio_client keeps the one the app set), not with B's.
+        assert "freeret-demo" in a.cookies and a.cookies["freeret-demo"] != b.cookies.get("freeret-demo")
+        assert httpx.get(server.url + a_file, cookies=a.cookies, timeout=60).status_code == 200
+        assert httpx.get(server.url + a_file, cookies=b.cookies, timeout=60).status_code == 404
+        assert httpx.get(server.url + a_file, timeout=60).status_code == 404
         time.sleep(8)
         b.predict(api_name="/documents")  # any request sweeps (a background sweep runs too)
         assert not folder_a.exists()
-        assert httpx.get(server.url + a_file, timeout=60).status_code == 404
+        assert httpx.get(server.url + a_file, cookies=a.cookies, timeout=60).status_code == 404
         assert demo_folder(data, b.session_hash).is_dir()
         assert a.predict(api_name="/documents") == []  # A comes back to an empty library
