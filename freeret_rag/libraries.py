@@ -89,6 +89,7 @@ class LibraryRegistry:
         self.opener, self.max_open, self.closer = opener, max(1, int(max_open)), closer
         self._open: OrderedDict[str, Any] = OrderedDict()
         self._holds: dict[str, int] = {}
+        self._used: dict[str, float] = {}  # owner -> when it was last asked for (time.monotonic)
         self._lock = threading.RLock()
         self._opening: dict[str, threading.Lock] = {}
 
@@ -108,6 +109,7 @@ class LibraryRegistry:
     def get(self, owner: str) -> Any:
         """The owner's library (opened if needed), marked as the most recently used."""
         with self._lock:
+            self._used[owner] = time.monotonic()
             if owner in self._open:
                 self._open.move_to_end(owner)
                 return self._open[owner]
@@ -148,6 +150,16 @@ class LibraryRegistry:
                 return
             self._close(victim)
 
+    def close_idle(self, idle_s: float, now: float | None = None) -> list[str]:
+        """Close the libraries nobody holds that were not asked for in the last `idle_s` seconds."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            idle = [owner for owner in self._open
+                    if not self._holds.get(owner) and now - self._used.get(owner, now) > idle_s]
+            for owner in idle:
+                self._close(owner)
+            return idle
+
     def drop(self, owner: str) -> Any:
         """Close the owner's library now (held or not); returns it, or None if it was not open."""
         with self._lock:
@@ -155,6 +167,7 @@ class LibraryRegistry:
 
     def _close(self, owner: str) -> Any:
         library = self._open.pop(owner)
+        self._used.pop(owner, None)
         if self.closer is not None:
             try:
                 self.closer(owner, library)

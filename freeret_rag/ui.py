@@ -73,7 +73,8 @@ class FreeRetApp:
         self._stop_flags: dict[str, threading.Event] = {}  # browser session -> its answer's stop flag
 
     def open_library(self, data_dir: Path, database: str | None = None, read_only: bool = False) -> Any:
-        """A library in `data_dir` with the app's model and settings (`read_only`: no self-check)."""
+        """A library in `data_dir` with the app's model and settings (`read_only`: no self-check; the
+        app never writes to a shared library, and a demo tab's short-lived one skips the check)."""
         from .library import Library, self_check_enabled
         from .media import MediaSettings
 

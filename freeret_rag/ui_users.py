@@ -38,6 +38,7 @@ from .libraries import (DemoSessions, LibraryRegistry, database_name, ensure_dat
 log = logging.getLogger(__name__)
 
 SAMPLES = Path(__file__).resolve().parents[1] / "assets" / "samples"
+IDLE_CLOSE_S = 30 * 60  # a library nobody asked for in this long is closed (opened again when needed)
 SAMPLE_QUESTIONS = ("What do ladybirds eat?", "When does the yellow flower appear in the video?",
                     "When must an application run update-mime-database?")
 
@@ -70,8 +71,9 @@ class Users:
         if self.mode == "demo":
             self.sessions = DemoSessions(self.data_dir / "demo", config.demo_ttl_minutes * 60,
                                          on_remove=self._session_gone)
-            threading.Thread(target=self._sweeper, name="freeret-demo-sweep", daemon=True).start()
             threading.Thread(target=self._prepare_samples, name="freeret-samples", daemon=True).start()
+        if self.many:
+            threading.Thread(target=self._sweeper, name="freeret-sweep", daemon=True).start()
 
     @property
     def many(self) -> bool:
@@ -92,7 +94,8 @@ class Users:
         if self.app.config.chroma_url:
             database = database_name(folder.name)
             ensure_database(self.app.config.chroma_url, database)
-        return self.app.open_library(folder, database=database)
+        # A demo tab's library skips the self-check (text generated after indexing): fixed defaults.
+        return self.app.open_library(folder, database=database, read_only=self.mode == "demo")
 
     @staticmethod
     def _close(key: str, library: Any) -> None:
@@ -140,14 +143,16 @@ class Users:
         self.registry.drop("demo:" + session)
 
     def _sweeper(self) -> None:
-        assert self.sessions is not None
-        period = min(60.0, max(1.0, self.sessions.ttl_s / 4))
+        """Every so often: demo sessions past their TTL removed, libraries idle for long closed."""
+        period = min(60.0, max(1.0, self.sessions.ttl_s / 4)) if self.sessions is not None else 60.0
         stop = threading.Event()
         while not stop.wait(period):
             try:
-                self.sessions.sweep()
+                if self.sessions is not None:
+                    self.sessions.sweep()
+                self.registry.close_idle(IDLE_CLOSE_S)
             except Exception:  # noqa: BLE001 - the next round tries again
-                log.exception("sweeping demo sessions")
+                log.exception("sweeping demo sessions and idle libraries")
 
     def capped(self, view: Any, paths: list[Path]) -> list[str | None]:
         """Why each upload would go over the demo session's caps (None: it fits)."""

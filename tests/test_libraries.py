@@ -152,3 +152,18 @@ def test_with_shared_searches_both_and_lists_the_shared_documents_as_read_only()
     assert both.serves("theirs") and not both.serves("nothing")
     empty = WithShared(FakeLibrary([], []), [shared])
     assert [h.item.item_id for h in empty.search("q")] == ["s1"] and empty.relevance_floor == 0.3
+
+
+def test_registry_closes_libraries_idle_for_long_unless_held():
+    closed = []
+    registry = LibraryRegistry(Opened, closer=lambda owner, lib: closed.append(owner))
+    holder = Holder()
+    registry.get("idle")
+    registry.checkout("held", holder)
+    import time as clock
+
+    later = clock.monotonic() + 3600
+    assert registry.close_idle(60, now=later) == ["idle"] and closed == ["idle"]
+    assert registry.owners() == ["held"]
+    registry.get("fresh")
+    assert registry.close_idle(60) == [] and set(registry.owners()) == {"held", "fresh"}
