@@ -182,8 +182,9 @@ class DemoSessions:
     closes the session's library before its folder goes."""
 
     def __init__(self, root: Path, ttl_s: float, on_remove: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, busy: Callable[[str], bool] | None = None) -> None:
         self.root, self.ttl_s, self.on_remove, self.clock = Path(root), float(ttl_s), on_remove, clock
+        self.busy = busy  # a session still in a request (e.g. a long upload) is not removed by the TTL
         self._seen: dict[str, float] = {}
         self._cookies: dict[str, str] = {}  # session -> the browser cookie it first came with
         self._lock = threading.Lock()
@@ -229,7 +230,8 @@ class DemoSessions:
         """Remove the sessions unused for longer than the TTL; the sessions removed."""
         now = self.clock()
         with self._lock:
-            expired = [session for session, seen in self._seen.items() if now - seen > self.ttl_s]
+            expired = [session for session, seen in self._seen.items()
+                       if now - seen > self.ttl_s and not (self.busy is not None and self.busy(session))]
             for session in expired:
                 del self._seen[session]
                 self._cookies.pop(session, None)

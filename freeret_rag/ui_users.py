@@ -70,7 +70,8 @@ class Users:
         self._samples_lock = threading.Lock()
         if self.mode == "demo":
             self.sessions = DemoSessions(self.data_dir / "demo", config.demo_ttl_minutes * 60,
-                                         on_remove=self._session_gone)
+                                         on_remove=self._session_gone,
+                                         busy=lambda session: self.registry.held("demo:" + session) > 0)
             threading.Thread(target=self._prepare_samples, name="freeret-samples", daemon=True).start()
         if self.many:
             threading.Thread(target=self._sweeper, name="freeret-sweep", daemon=True).start()

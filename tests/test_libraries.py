@@ -96,6 +96,13 @@ def test_demo_sessions_expire_after_the_ttl_and_end_on_unload(tmp_path):
     assert sessions.session_of(b.name) == "B" and sessions.session_of(a.name) is None
     assert sessions.end("B") and removed == ["A", "B"] and not b.exists()
     assert not sessions.end("B")
+    busy = {"C"}
+    sessions.busy = lambda session: session in busy  # C is in a long request (an upload)
+    c = sessions.touch("C")
+    now[0] += 120
+    assert sessions.sweep() == [] and c.exists()
+    busy.clear()
+    assert sessions.sweep() == ["C"] and not c.exists()
 
 
 def test_upload_caps_say_files_and_megabytes_in_the_right_number():
