@@ -48,6 +48,8 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" \
 
 COPY --chown=freeret:freeret freeret_rag ./freeret_rag
 COPY --chown=freeret:freeret app.py ./
+# The sample library of the public demo ("Try the sample library", --demo).
+COPY --chown=freeret:freeret assets/samples ./assets/samples
 
 USER 1000:1000
 VOLUME ["/data"]

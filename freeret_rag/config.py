@@ -112,6 +112,14 @@ class AppConfig:
     concurrency: int = 1
     max_queue: int = 64
     title: str = "FreeRet RAG"
+    # Many users (libraries.py, ui_users.py): with `auth` each login has its own library; a shared
+    # library (indexed with the CLI) is searched by everyone, read-only; in demo mode every browser
+    # session has a temporary library of its own, capped and removed after `demo_ttl_minutes` idle.
+    shared_library: Path | None = None
+    demo: bool = False
+    demo_ttl_minutes: float = 60.0
+    demo_max_mb: float = 50.0
+    demo_max_files: int = 10
 
     @property
     def asset_dir(self) -> Path:
@@ -174,6 +182,21 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                         help="model calls run at once [FREERET_CONCURRENCY] (default: 1, one model)")
     server.add_argument("--max-queue", type=int, default=env("FREERET_MAX_QUEUE", default=64),
                         help="requests allowed to wait for the model [FREERET_MAX_QUEUE] (default: 64)")
+    many = parser.add_argument_group("many users")
+    many.add_argument("--shared-library", metavar="DIR", default=env("FREERET_SHARED_LIBRARY"),
+                      help="a library folder (indexed with the CLI: freeret-rag --data-dir DIR add ...) that every "
+                           "user searches, read-only, besides their own [FREERET_SHARED_LIBRARY]")
+    many.add_argument("--demo", action=argparse.BooleanOptionalAction, default=None,
+                      help="public demo: every browser session gets a temporary library of its own, removed when "
+                           "the tab closes or after --demo-ttl-minutes, and a sample library one click away "
+                           "[FREERET_DEMO] (default: on in a Hugging Face Space (SPACE_ID set) without --auth)")
+    many.add_argument("--demo-ttl-minutes", type=float, default=env("FREERET_DEMO_TTL_MINUTES", default=60),
+                      help="a demo session's library is removed after this long without a request "
+                           "[FREERET_DEMO_TTL_MINUTES] (default: 60)")
+    many.add_argument("--demo-max-mb", type=float, default=env("FREERET_DEMO_MAX_MB", default=50),
+                      help="most megabytes of files in one demo session's library [FREERET_DEMO_MAX_MB] (default: 50)")
+    many.add_argument("--demo-max-files", type=int, default=env("FREERET_DEMO_MAX_FILES", default=10),
+                      help="most files in one demo session's library [FREERET_DEMO_MAX_FILES] (default: 10)")
     return parser
 
 
@@ -196,7 +219,16 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         watch=tuple(Path(folder).expanduser() for folder in
                     (args.watch or [f for f in env_value(environ, "FREERET_WATCH", default="").split(os.pathsep) if f])),
         keep_deleted=bool(args.keep_deleted),
+        shared_library=Path(args.shared_library).expanduser() if args.shared_library else None,
+        demo_ttl_minutes=float(args.demo_ttl_minutes),
+        demo_max_mb=float(args.demo_max_mb),
+        demo_max_files=int(args.demo_max_files),
     )
+    demo = args.demo
+    if demo is None:
+        demo = parse_bool(env_value(environ, "FREERET_DEMO"), "FREERET_DEMO") if env_value(environ, "FREERET_DEMO") \
+            else bool(env_value(environ, "SPACE_ID")) and not config.auth
+    config.demo = bool(demo)
     validate(config)
     return config
 
@@ -213,7 +245,22 @@ def validate(config: AppConfig) -> None:
     for name in ("concurrency", "max_queue"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
-    if (config.share or not is_loopback(config.host)) and not config.auth and not config.allow_no_login:
+    if config.demo and config.auth:
+        raise ConfigError("--demo gives every browser session a temporary library and --auth every login a library "
+                          "of its own: choose one (--no-demo with --auth)")
+    if config.watch and (config.demo or config.auth):
+        raise ConfigError("--watch keeps one library in step with a folder, and with "
+                          f"{'--demo' if config.demo else '--auth'} every "
+                          f"{'session' if config.demo else 'login'} has a library of its own: index the folder "
+                          "into a --shared-library with the CLI instead (freeret-rag --data-dir DIR add FOLDER)")
+    shared_index = config.shared_library / ("" if config.chroma_url else "chroma") if config.shared_library else None
+    if shared_index is not None and not shared_index.is_dir():
+        raise ConfigError(f"--shared-library: {config.shared_library} holds no library (index files into it with "
+                          f"freeret-rag --data-dir {config.shared_library} add FILES)")
+    if config.demo_ttl_minutes <= 0 or config.demo_max_mb < 0 or config.demo_max_files < 0:
+        raise ConfigError("--demo-ttl-minutes must be positive, --demo-max-mb and --demo-max-files 0 or more")
+    if (config.share or not is_loopback(config.host)) and not config.auth and not config.allow_no_login \
+            and not config.demo:  # a demo session sees its own temporary library only
         where = "a public gradio.live link" if config.share else f"{config.host} (beyond this machine)"
         raise ConfigError(f"serving on {where} without a login would let anyone who reaches it read, add and "
                           "delete the whole library: give a login with --auth / FREERET_AUTH user:password, or "

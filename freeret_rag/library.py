@@ -282,7 +282,7 @@ class Library:
                  allow_mismatch: bool = False, batch_size: int | None = None,
                  fusion_weights: tuple[float, ...] | dict[str, tuple[float, float, float]] | None = None,
                  media_settings: MediaSettings = MediaSettings(), self_check: bool | str | None = None,
-                 rerank_share: float | None = None, words: bool = True) -> None:
+                 rerank_share: float | None = None, words: bool = True, database: str | None = None) -> None:
         self.engine = engine
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         self.assets = self.data_dir / "assets"
@@ -307,7 +307,8 @@ class Library:
         self._recovered = False
         self._waiting: list[WaitingDocument] | None = None  # cache of `waiting()`, reset when the index changes
         self._synced_at = float("-inf")  # last look at a Chroma server's change log (refresh)
-        self.client = connect(self.data_dir, chroma_url)
+        self.database = database  # on a Chroma server: this library's own database (one per user)
+        self.client = connect(self.data_dir, chroma_url, database=database)
         indexes = list_indexes(self.client)
         if engine is not None:
             model_id, prompt_version = engine.model_id, engine.prompt_version

@@ -51,13 +51,13 @@ GENERATION = "lexical_generation"
 _SAVED_FORMAT = 1
 
 
-def connect(data_dir: Path, chroma_url: str | None = None, *, fresh: bool = False):
+def connect(data_dir: Path, chroma_url: str | None = None, *, fresh: bool = False, database: str | None = None):
     """An embedded PersistentClient under `data_dir/chroma`, or an HttpClient for a server URL.
 
     Chroma shares one embedded client (and its in-memory HNSW index) per folder and process. After
     another process wrote, `fresh` drops that shared one so the new client reads the folder anew:
     a stale index would otherwise be persisted over the other process's vectors. Clients opened
-    before keep working (stale) for reads.
+    before keep working (stale) for reads. `database`: a database of the server (one per user).
     """
     import chromadb
     from chromadb.api.shared_system_client import SharedSystemClient
@@ -69,7 +69,8 @@ def connect(data_dir: Path, chroma_url: str | None = None, *, fresh: bool = Fals
         url = urlparse(chroma_url if "://" in chroma_url else f"http://{chroma_url}")
         ssl = url.scheme == "https"
         return chromadb.HttpClient(host=url.hostname or "localhost", port=url.port or (443 if ssl else 8000),
-                                   ssl=ssl, settings=settings)
+                                   ssl=ssl, settings=settings,
+                                   **({"database": database} if database else {}))
     path = Path(data_dir) / "chroma"
     path.mkdir(parents=True, exist_ok=True)
     if fresh:

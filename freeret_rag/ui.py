@@ -54,24 +54,74 @@ class FreeRetApp:
             engine = FreeRet.from_pretrained(config.model or default_model(), device=config.device,
                                              dtype=config.dtype, visual_budget=config.visual_budget, **extra)
         self.engine = for_spaces(engine)
-        if library is None:
-            from .library import Library, self_check_enabled
-            from .media import MediaSettings
-
-            # An index of another model opens too: the Library panel then offers the re-index.
-            caps = MediaSettings(max_pages=config.max_pages, max_chunks=config.max_chunks,
-                                 max_video_minutes=config.max_video_minutes, ocr=config.ocr)
-            library = Library(self.engine, config.data_dir, chroma_url=config.chroma_url, allow_mismatch=True,
-                              fusion_weights=config.fusion_weights, rerank_share=config.rerank_share,
-                              self_check="background" if self_check_enabled() else False, media_settings=caps)
+        many = bool(config.auth or config.demo)  # a library per login or per session (ui_users.py)
+        if library is None:  # with many users, the app's own library is an empty one nobody writes to
+            library = self.open_library(config.data_dir / "empty", database=self._empty_database()) if many \
+                else self.open_library(config.data_dir)
         self.library = library  # thread-safe: writes are serialised, searches run concurrently
+        self.shared: list[Any] = []  # read-only libraries searched besides `library` (ui_users.py)
+        self.caps: tuple[int, int] | None = None  # a demo session's (files, bytes) caps
+        self.users: Any = None
+        if many or config.shared_library:
+            from .ui_users import Users
+
+            self.users = Users(self)
+            if self.users.shared is not None and not many:
+                self.shared = [self.users.shared]
         self.watchers: list[Any] = []  # watched folders (watch.py), shared by every session
         for folder in config.watch:
             self.watch_folder(folder, from_browser=False)
         self._stop_flags: dict[str, threading.Event] = {}  # browser session -> its answer's stop flag
 
+    def open_library(self, data_dir: Path, database: str | None = None, read_only: bool = False) -> Any:
+        """A library in `data_dir` with the app's model and settings (`read_only`: no self-check; the
+        app never writes to a shared library, and a demo tab's short-lived one skips the check)."""
+        from .library import Library, self_check_enabled
+        from .media import MediaSettings
+
+        config = self.config
+        # An index of another model opens too: the Library panel then offers the re-index.
+        caps = MediaSettings(max_pages=config.max_pages, max_chunks=config.max_chunks,
+                             max_video_minutes=config.max_video_minutes, ocr=config.ocr)
+        check = "background" if self_check_enabled() and not read_only else False
+        return Library(self.engine, data_dir, chroma_url=config.chroma_url, allow_mismatch=True,
+                       fusion_weights=config.fusion_weights, rerank_share=config.rerank_share,
+                       self_check=check, media_settings=caps, database=database)
+
+    def _empty_database(self) -> str | None:
+        """On a Chroma server, the database of the app's own (empty) library with many users: not the
+        default one, which holds the single library of before (or the shared one)."""
+        if not self.config.chroma_url:
+            return None
+        from .libraries import database_name, ensure_database
+
+        ensure_database(self.config.chroma_url, database_name("empty"))
+        return database_name("empty")
+
     def for_request(self, request: Any) -> "FreeRetApp":
-        return self  # h12u's per-user view replaces this when merged
+        """The app as this request's user sees it: their own library (a login's, a demo session's),
+        or this app itself with a single library (ui_users.Users.view)."""
+        return self.users.view(self, request) if self.users is not None and self.users.many else self
+
+    @property
+    def searched(self) -> Any:
+        """What the chat searches: the library, plus the read-only shared ones."""
+        if not self.shared:
+            return self.library
+        from .libraries import WithShared
+
+        return WithShared(self.library, self.shared)
+
+    def shared_documents(self) -> list[Any]:
+        """The read-only libraries' documents (not this library's), each marked `read_only`."""
+        if not self.shared:
+            return []
+        from .libraries import ReadOnlyDocument, WithShared
+
+        searched = WithShared(self.library, self.shared)
+        read_only = searched.read_only_ids()
+        docs = [ReadOnlyDocument(doc) for doc in searched.documents() if doc.doc_id in read_only]
+        return sorted(docs, key=lambda doc: (doc.source.lower(), doc.doc_id))
 
     # -- what the model is --------------------------------------------------------------------
     @property
@@ -107,8 +157,9 @@ class FreeRetApp:
         return sorted(self.library.waiting(), key=lambda doc: (doc.source.lower(), doc.doc_id))
 
     def listed(self) -> list[Any]:
-        """What the table and the delete list show: the searchable documents, then the waiting ones."""
-        return self.documents() + self.waiting()
+        """What the table and the delete list show: the searchable documents, then the waiting ones
+        (then those of the shared read-only libraries, marked `read_only`)."""
+        return self.documents() + self.waiting() + self.shared_documents()
 
     def document_rows(self) -> list[list[Any]]:
         try:
@@ -118,7 +169,7 @@ class FreeRetApp:
 
     def document_choices(self) -> list[tuple[str, str]]:
         try:
-            return render.document_choices(self.listed())
+            return render.document_choices([doc for doc in self.listed() if not getattr(doc, "read_only", False)])
         except FreeRetError:
             return []
 
@@ -130,13 +181,27 @@ class FreeRetApp:
 
     def ingest(self, paths: Iterable[str | Path]) -> Iterator[IngestResult]:
         """Index files one by one, yielding the per-file progress after every step."""
+        if self.caps:
+            return self._ingest_capped(paths)
         return ingest_files(self.library, paths, self.config.upload_dir, self.config.max_upload_bytes,
                             self.reads_images)
+
+    def _ingest_capped(self, paths: Iterable[str | Path]) -> Iterator[IngestResult]:
+        result, pending = self.triage(paths)
+        yield result
+        yield from self.index_pending(result, pending)
 
     def triage(self, paths: Iterable[str | Path]) -> tuple[IngestResult, list[tuple[int, Path]]]:
         """Every upload's outcome known without the model (refused, already in the library) and the
         files left to index (ui_uploads.triage)."""
-        return triage(self.library, paths, self.config.max_upload_bytes, self.reads_images)
+        result, pending = triage(self.library, paths, self.config.max_upload_bytes, self.reads_images)
+        if self.caps and self.users is not None:  # a demo session's caps: files and megabytes
+            reasons = self.users.capped(self, [path for _, path in pending])
+            for (position, _), reason in zip(pending, reasons):
+                if reason:
+                    result.files[position].state, result.files[position].message = "skipped", reason
+            pending = [entry for entry, reason in zip(pending, reasons) if not reason]
+        return result, pending
 
     def index_pending(self, result: IngestResult, pending: Iterable[tuple[int, Path]]) -> Iterator[IngestResult]:
         return index_pending(self.library, result, pending, self.config.upload_dir)
@@ -155,6 +220,9 @@ class FreeRetApp:
     def delete(self, doc_id: str | None) -> str:
         if not doc_id:
             return "Choose a document to delete."
+        shared = next((doc for doc in self.shared_documents() if doc.doc_id == doc_id), None)
+        if shared is not None:
+            return f"{shared.source} is in the shared library (read-only): it cannot be deleted here."
         try:
             listed = next((doc for doc in self.listed() if doc.doc_id == doc_id), None)
             received = received_copies(listed.path) if listed is not None else None
@@ -200,12 +268,18 @@ class FreeRetApp:
     def may_watch(self) -> bool:
         """Whether a browser may name folders of this machine to watch: only when the app serves
         this machine alone (--host 127.0.0.1, no --share); otherwise only `--watch DIR` can."""
+        if self.users is not None and self.users.many:  # a library per login or session: no folders of this machine
+            return False
         return self.config.host in ("127.0.0.1", "localhost", "::1") and not self.config.share
 
     def watch_folder(self, folder: str | Path | None, from_browser: bool = True) -> str:
         """Start watching a folder of this machine (sync now, then after every change); says what happened."""
         from .watch import FolderWatcher
 
+        if from_browser and self.users is not None and self.users.many:
+            return ("Watched folders are off here: every login (or demo session) has a library of its own, and a "
+                    "folder of this machine belongs to none of them. An admin can index a folder into the shared "
+                    "library (--shared-library) with the CLI.")
         if from_browser and not self.may_watch:
             return ("Watching folders from the browser is off when the app is served to other machines: "
                     "start it with `--watch DIR`.")
@@ -238,7 +312,7 @@ class FreeRetApp:
         """doc_id -> path of the kept original, for the hits' documents whose file still exists."""
         wanted = {hit.item.doc_id for hit in hits}
         try:
-            docs = self.library.documents()
+            docs = self.searched.documents()
         except Exception:  # a listing problem costs the links, not the answer
             return {}
         return {doc.doc_id: doc.path for doc in docs if doc.doc_id in wanted and Path(doc.path).is_file()}
@@ -363,7 +437,7 @@ class FreeRetApp:
         originals: dict[str, str] = {}
         shown_docs: set[str] | None = None
         data: list[dict] = []
-        for event in respond(self.library, self.engine, question, image, history, settings, stop):
+        for event in respond(self.searched, self.engine, question, image, history, settings, stop):
             docs = {hit.item.doc_id for hit in event.sources}
             if docs != shown_docs:  # look the files up once per set of sources, not per token
                 shown_docs, originals = docs, (self.source_files(event.sources) if docs else {})
@@ -467,6 +541,18 @@ def build_blocks(app: FreeRetApp):
                     download = gr.DownloadButton("Download chat (.md)", size="sm", variant="secondary",
                                                  elem_id="fr-download-chat", scale=0, min_width=170,
                                                  interactive=False)  # once a question is answered
+                demo_mode = app.users is not None and app.users.mode == "demo"
+                if demo_mode:  # a public demo: a library per tab, the sample library one click away
+                    from .ui_users import SAMPLE_QUESTIONS
+
+                    gr.Markdown(render.demo_note(config.demo_ttl_minutes, config.demo_max_files, config.demo_max_mb),
+                                elem_id="fr-demo-note")
+                    try_samples = gr.Button("Try the sample library", variant="primary", size="sm",
+                                            elem_id="fr-try-samples")
+                    samples_note = gr.Markdown(elem_id="fr-samples-note")
+                    with gr.Row(visible=False, elem_id="fr-examples") as examples:
+                        example_buttons = [gr.Button(question, size="sm", variant="secondary")
+                                           for question in SAMPLE_QUESTIONS]
             with gr.Column(scale=2, min_width=340):
                 with gr.Tabs():
                     with gr.Tab("Library", elem_id="fr-library-tab"):
@@ -505,7 +591,10 @@ def build_blocks(app: FreeRetApp):
                             watch_path = gr.Textbox(label="Folder on this machine", elem_id="fr-watch-path",
                                                     placeholder="/home/me/Papers", interactive=app.may_watch,
                                                     info="Kept in step: new and changed files are indexed, "
-                                                         "deleted ones leave the library")
+                                                         "deleted ones leave the library" if app.users is None or
+                                                         not app.users.many else
+                                                         "Off here: every login (or demo tab) has a library of "
+                                                         "its own, and a folder of this machine is nobody's")
                             watch_button = gr.Button("Add a folder to watch", size="sm", elem_id="fr-watch",
                                                      interactive=app.may_watch)
                             watch_status = gr.HTML(app.watch_status(), elem_id="fr-watch-status", min_height=0,
@@ -532,46 +621,48 @@ def build_blocks(app: FreeRetApp):
 
         settings = [top_k, rerank, rerank_k, n_sources, min_relevance, fixed_threshold]
 
-        def refresh(current=None):
+        def refresh(current=None, request=None):
             """The listing again; the document picked for deletion stays picked while it exists."""
-            choices = app.document_choices()
+            view = app.for_request(request)
+            choices = view.document_choices()
             kept = current if current in {doc_id for _, doc_id in choices} else None
-            return (app.library_summary(), app.document_rows(), gr.update(choices=choices, value=kept),
-                    app.reindex_notice(), gr.update(visible=app.library.needs_reindex), app.self_check_info())
+            return (view.library_summary(), view.document_rows(), gr.update(choices=choices, value=kept),
+                    view.reindex_notice(), gr.update(visible=view.library.needs_reindex), view.self_check_info())
 
         listing = [summary, table, chosen, warning, reindex, self_check]
 
-        def run_reindex():
-            for result in app.reindex():
+        def run_reindex(request=None):
+            for result in app.for_request(request).reindex():
                 yield render_progress(result.files)
 
         def upload_names(paths) -> list[str]:
             return [p if isinstance(p, str) else getattr(p, "name", str(p)) for p in paths or []]
 
-        def run_triage(paths):
+        def run_triage(paths, request=None):
             """At once, without the model: every file's line, refused ones with their reason and
             unchanged ones answered; the upload control resets for the next pick."""
             if not paths:
                 return gr.update(), None, None, gr.update()
-            result, pending = app.triage(upload_names(paths))
+            result, pending = app.for_request(request).triage(upload_names(paths))
             return render_progress(result.files), None, (result, pending), gr.update(visible=bool(pending))
 
-        def run_ingest(batch):
+        def run_ingest(batch, request=None):
             """Per-file progress; the document list refreshes as soon as each file is done."""
+            view = app.for_request(request)
             unchanged = (gr.update(),) * 3
             if not batch or not batch[1]:
                 yield gr.update(), *unchanged
                 return
             result, pending = batch
             finished = 0
-            with closing(app.index_pending(result, pending)) as results:  # a cancelled event closes this
+            with closing(view.index_pending(result, pending)) as results:  # a cancelled event closes this
                 for result in results:  # ... and closing it cancels the indexing (ui_uploads._ingest_one)
                     done = sum(1 for s in result.files if s.state == "done")
                     listing_now = unchanged
                     if done != finished:
                         finished = done
-                        listing_now = (app.library_summary(), app.document_rows(),
-                                       gr.update(choices=app.document_choices(), value=None))
+                        listing_now = (view.library_summary(), view.document_rows(),
+                                       gr.update(choices=view.document_choices(), value=None))
                     yield render_progress(result.files), *listing_now
             yield render_progress(result.files), *unchanged
 
@@ -602,11 +693,11 @@ def build_blocks(app: FreeRetApp):
         # another one is picked meanwhile; picking another one closes the question.
         asked = gr.State(None)
 
-        def run_delete(doc_id):
-            return app.delete(doc_id), gr.update(visible=False), None
+        def run_delete(doc_id, request=None):
+            return app.for_request(request).delete(doc_id), gr.update(visible=False), None
 
-        def ask_delete(doc_id):
-            preview = app.delete_preview(doc_id)
+        def ask_delete(doc_id, request=None):
+            preview = app.for_request(request).delete_preview(doc_id)
             if not preview:
                 return gr.update(visible=False), "", "Choose a document to delete.", None
             return gr.update(visible=True), preview, "", doc_id
@@ -624,29 +715,33 @@ def build_blocks(app: FreeRetApp):
         chosen.input(close_question, outputs=[confirm_box, asked], api_name=False, queue=False,
                      show_progress="hidden")
 
-        def select_row(event):
-            docs = app.listed()
+        def select_row(event, request=None):
+            docs = app.for_request(request).listed()
             row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
             return (docs[row].doc_id if 0 <= row < len(docs) else None), *close_question()
 
-        select_row.__annotations__ = {"event": gr.SelectData}  # Gradio injects the event by this type
+        select_row.__annotations__ = {"event": gr.SelectData, "request": gr.Request}  # Gradio injects these
 
         reindex.click(run_reindex, outputs=progress, api_name=False, show_progress="hidden", **library_events
                       ).then(refresh, inputs=chosen, outputs=listing, api_name=False, queue=False, show_progress="hidden")
 
         seen_changes = gr.State(0)
 
-        def watch_tick(seen):
+        def watch_tick(seen, request=None):
             """The watchers' log; the document list too when a sync changed the library."""
             now = app.watch_changes()
             if now == seen:
                 return app.watch_status(), seen, gr.update(), gr.update(), gr.update()
-            return (app.watch_status(), now, app.library_summary(), app.document_rows(),
-                    gr.update(choices=app.document_choices()))
+            view = app.for_request(request)
+            return (app.watch_status(), now, view.library_summary(), view.document_rows(),
+                    gr.update(choices=view.document_choices()))
+
+        def watch_click(folder, request=None):
+            return app.for_request(request).watch_folder(folder), app.watch_status()
 
         watch_timer.tick(watch_tick, inputs=seen_changes, outputs=[watch_status, seen_changes, summary, table, chosen],
                          api_name=False, queue=False, show_progress="hidden")
-        watch_button.click(lambda folder: (app.watch_folder(folder), app.watch_status()), inputs=watch_path,
+        watch_button.click(watch_click, inputs=watch_path,
                            outputs=[notice, watch_status], api_name=False, queue=False, show_progress="hidden")
 
         table.select(select_row, outputs=[chosen, confirm_box, asked], api_name=False, queue=False,
@@ -698,27 +793,49 @@ def build_blocks(app: FreeRetApp):
         def stop_turn(request):
             app.stop(request.session_hash)
 
-        for function in (submit_turn, answer_turn, stop_turn, export_download, new_chat_export):
-            function.__annotations__ = {"request": gr.Request}  # Gradio injects the request by this type
+        for function in (submit_turn, answer_turn, stop_turn, refresh, run_reindex, run_triage, run_ingest,
+                         run_delete, ask_delete, watch_tick, watch_click, export_download,
+                         new_chat_export):  # Gradio injects the request by this type
+            function.__annotations__ = {"request": gr.Request}
 
-        textbox.submit(submit_turn, inputs=[textbox, chatbot], outputs=[chatbot, pending, textbox, stop],
-                       api_name=False, queue=False
-                       ).then(answer_turn, inputs=[pending, chatbot, history, turns, *settings],
-                              outputs=[chatbot, history, turns], api_name=False, show_progress="minimal",
-                              **model_events
-                              ).then(lambda: (gr.update(interactive=True), gr.update(visible=False)),
-                                     outputs=[textbox, stop], api_name=False, queue=False
-                                     ).then(export_download, inputs=turns, outputs=download, api_name=False,
-                                            queue=False, show_progress="hidden")
+        def ask(submitted):
+            submitted.then(answer_turn, inputs=[pending, chatbot, history, turns, *settings],
+                           outputs=[chatbot, history, turns], api_name=False, show_progress="minimal",
+                           **model_events
+                           ).then(lambda: (gr.update(interactive=True), gr.update(visible=False)),
+                                  outputs=[textbox, stop], api_name=False, queue=False
+                                  ).then(export_download, inputs=turns, outputs=download, api_name=False,
+                                         queue=False, show_progress="hidden")
+
+        ask(textbox.submit(submit_turn, inputs=[textbox, chatbot], outputs=[chatbot, pending, textbox, stop],
+                           api_name=False, queue=False))
+        if demo_mode:
+            def attach_samples(request):
+                return app.users.attach_samples(request), gr.update(visible=True)
+
+            attach_samples.__annotations__ = {"request": gr.Request}
+            try_samples.click(attach_samples, outputs=[samples_note, examples], api_name="try_samples",
+                              show_progress="minimal", **library_events
+                              ).then(refresh, inputs=chosen, outputs=listing, api_name=False, queue=False,
+                                     show_progress="hidden")
+            for button, question in zip(example_buttons, SAMPLE_QUESTIONS):
+                ask(button.click(lambda q=question: {"text": q, "files": []}, outputs=textbox, api_name=False,
+                                 queue=False
+                                 ).then(submit_turn, inputs=[textbox, chatbot],
+                                        outputs=[chatbot, pending, textbox, stop], api_name=False, queue=False))
+
         stop.click(stop_turn, api_name=False, queue=False, show_progress="hidden")
         new_chat.click(lambda: ([], [], None), outputs=[chatbot, history, textbox], api_name=False, queue=False)
         new_chat.click(new_chat_export, outputs=[turns, download], api_name=False, queue=False, show_progress="hidden")
 
         def end_session(request):
-            """A closed or reloaded tab: the session's export file goes."""
+            """A closed or reloaded tab: the session's export file goes, and in the demo its library."""
             from .export import remove_export
 
             remove_export(export_folder(), request.session_hash)
+            app._stop_flags.pop(request.session_hash, None)  # the tab's answer stop flag
+            if demo_mode:
+                app.users.end_session(request)
 
         end_session.__annotations__ = {"request": gr.Request}
         demo.unload(end_session)
@@ -732,23 +849,40 @@ def build_blocks(app: FreeRetApp):
             api_report = gr.JSON(visible=False)
             api_add_button = gr.Button(visible=False)
 
-        def api_add(paths) -> Iterator[list[dict]]:
+        def api_add(paths, request=None) -> Iterator[list[dict]]:
             """Per-file rows after every step (a generator, so that a client's cancel stops the indexing)."""
             paths = [p if isinstance(p, str) else getattr(p, "name", str(p)) for p in paths or []]
-            with closing(app.ingest(paths)) as results:  # a client's cancel closes us: close the indexing now
+            # A client's cancel closes us: close the indexing now.
+            with closing(app.for_request(request).ingest(paths)) as results:
                 for result in results:
                     yield [{"file": s.name, "state": s.state, "items": s.items, "done": s.done, "total": s.total,
                             "message": s.message} for s in result.files]
 
-        def api_documents() -> list[dict]:
-            """Searchable documents, then those waiting ("waiting" says why; absent for the others)."""
+        def api_documents(request: gr.Request = None) -> list[dict]:
+            """Searchable documents, then those waiting ("waiting" says why; absent for the others), then
+            those of the shared library ("read_only": true)."""
             return [{"doc_id": d.doc_id, "file": d.source, "type": d.file_type, "items": d.items}
-                    | ({"waiting": d.waiting} if getattr(d, "waiting", "") else {}) for d in app.listed()]
+                    | ({"waiting": d.waiting} if getattr(d, "waiting", "") else {})
+                    | ({"read_only": True} if getattr(d, "read_only", False) else {})
+                    for d in app.for_request(request).listed()]
+
+        def api_chat(message, messages, top_k_, rerank_, rerank_k_, n_sources_, min_relevance_, fixed_threshold_,
+                     request=None):
+            yield from app.for_request(request).api_chat(message, messages, top_k_, rerank_, rerank_k_, n_sources_,
+                                                         min_relevance_, fixed_threshold_)
+
+        def api_delete(doc_id: str, request: gr.Request = None) -> str:
+            return app.for_request(request).delete(doc_id)
+
+        for function in (api_add, api_chat):
+            function.__annotations__ = {"request": gr.Request}
+        api_documents.__annotations__ = {"request": gr.Request, "return": list[dict]}
+        api_delete.__annotations__ = {"doc_id": str, "request": gr.Request, "return": str}
 
         api_chat_button = gr.Button(visible=False)
         api_sources = gr.JSON(visible=False)
         # The API's conversation is exactly the chat messages passed in (never the session's history).
-        api_chat_button.click(app.api_chat, inputs=[textbox, chatbot, *settings],
+        api_chat_button.click(api_chat, inputs=[textbox, chatbot, *settings],
                               outputs=[chatbot, api_sources, textbox], api_name="chat", **model_events)
         api_add_button.click(api_add, inputs=api_files, outputs=api_report, api_name="add_files", **library_events)
 
@@ -772,16 +906,27 @@ def build_blocks(app: FreeRetApp):
         api_export.__annotations__ = {"request": gr.Request}
         api_export_button.click(api_export, inputs=api_turns, outputs=api_export_file, api_name="export", queue=False)
         gr.api(api_documents, api_name="documents", queue=False)
-        gr.api(app.delete, api_name="delete", **library_events)
+        gr.api(api_delete, api_name="delete", **library_events)
     demo.queue(default_concurrency_limit=config.concurrency, max_size=config.max_queue)
     return demo
 
 
-def launch_options(config: AppConfig, serves: Any = None) -> dict[str, Any]:
+def launch_options(config: AppConfig, serves: Any = None, users: Any = None) -> dict[str, Any]:
     """Keyword arguments of `Blocks.launch` for this configuration. `serves(path)`: whether a file
-    under the data folder may be served (`Library.serves`; ui_files.FileGuard answers 404 otherwise)."""
+    under the data folder may be served (`Library.serves`; ui_files.FileGuard answers 404 otherwise).
+    `users` (ui_users.Users): files are served per login or demo session (`users.serves`)."""
     middleware = [login_guard()] if config.auth else []
-    if serves is not None:
+    extra_paths = []
+    if users is not None:  # every library folder is under the data folder, or the shared library's
+        from .ui_files import file_guard
+
+        extra_paths = [config.data_dir, *([config.shared_library] if config.shared_library else [])]
+        middleware.append(file_guard(extra_paths, users.serves, by_login=True))
+        if config.demo:
+            from .ui_files import demo_cookie
+
+            middleware.append(demo_cookie())
+    elif serves is not None:
         from .ui_files import file_guard
 
         middleware.append(file_guard([config.data_dir], serves))
@@ -791,8 +936,10 @@ def launch_options(config: AppConfig, serves: Any = None) -> dict[str, Any]:
         share=config.share,
         auth=config.auth or None,
         auth_message="Sign in to FreeRet RAG" if config.auth else None,
-        max_file_size=config.max_upload_bytes,
-        allowed_paths=[str(config.asset_dir), str(config.upload_dir), *map(str, config.watch)],
+        # A demo tab's uploads stop at its size cap already in Gradio (before they reach its disk).
+        max_file_size=min(config.max_upload_bytes, int(config.demo_max_mb * 1024**2))
+        if config.demo and config.demo_max_mb else config.max_upload_bytes,
+        allowed_paths=[str(config.asset_dir), str(config.upload_dir), *map(str, config.watch), *map(str, extra_paths)],
         root_path=config.root_path,
         theme=theme(),
         css=CSS + ui_viewer.VIEWER_CSS,
@@ -857,4 +1004,4 @@ def patient_startup_probe() -> Iterator[None]:
 def launch(app: FreeRetApp, **overrides: Any):
     demo = build_blocks(app)
     with patient_startup_probe():  # the app starts whenever its port is free, also on a busy machine
-        return demo.launch(**{**launch_options(app.config, serves=app.library.serves), **overrides})
+        return demo.launch(**{**launch_options(app.config, serves=app.library.serves, users=app.users), **overrides})

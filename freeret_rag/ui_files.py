@@ -42,8 +42,11 @@ def under(path: Path, roots: Iterable[Path]) -> bool:
 class FileGuard:
     """ASGI middleware: see the module's docstring. `serves(path)` may block (it runs in a thread)."""
 
-    def __init__(self, app: Callable, roots: Iterable[str | Path], serves: Callable[[Path], bool]) -> None:
+    def __init__(self, app: Callable, roots: Iterable[str | Path], serves: Callable[..., bool],
+                 by_login: bool = False) -> None:
         self.app = app
+        #: `serves(path, requester)`: who asks too (`Requester`: the login as Gradio reads it, cookies).
+        self.by_login = by_login
         # Both spellings of each root: as given (made absolute) and with its symlinks resolved.
         self.roots = sorted({Path(os.path.abspath(root)) for root in roots}
                             | {Path(os.path.realpath(root)) for root in roots})
@@ -58,15 +61,17 @@ class FileGuard:
         wanted = requested_file(scope.get("path", "")) if scope.get("type") == "http" else None
         path = self.guarded(wanted) if wanted is not None else None
         missing = wanted is not None and not os.path.exists(wanted)  # e.g. a deleted upload's (Gradio: 403)
-        if missing or (path is not None and not await self._serves(path)):
+        if missing or (path is not None and not await self._serves(path, scope)):
             await self._not_found(send, head=scope.get("method") == "HEAD")
             return
         await self.app(scope, receive, send)
 
-    async def _serves(self, path: Path) -> bool:
+    async def _serves(self, path: Path, scope: Scope) -> bool:
         import anyio.to_thread
 
         try:
+            if self.by_login:
+                return bool(await anyio.to_thread.run_sync(self.serves, path, Requester.of(scope)))
             return bool(await anyio.to_thread.run_sync(self.serves, path))
         except Exception:  # noqa: BLE001 - cannot tell (e.g. the Chroma server is down): serve nothing
             return False
@@ -80,8 +85,77 @@ class FileGuard:
         await send({"type": "http.response.body", "body": b"" if head else NOT_FOUND})
 
 
-def file_guard(roots: Iterable[str | Path], serves: Callable[[Path], bool]) -> Any:
-    """The guard as a Starlette middleware entry."""
+def parse_cookies(header: str | None) -> dict[str, str]:
+    """name -> value of a Cookie header ({} when absent or malformed)."""
+    from http.cookies import CookieError, SimpleCookie
+
+    cookies: SimpleCookie = SimpleCookie()
+    try:
+        cookies.load(header or "")
+    except CookieError:
+        return {}
+    return {name: morsel.value for name, morsel in cookies.items()}
+
+
+class Requester:
+    """Who asks for a file: the login (as Gradio finds it, gradio/routes.py get_current_user: the
+    access-token cookie looked up in the app's tokens; None when not signed in) and the cookies."""
+
+    def __init__(self, login: str | None, cookies: dict[str, str]) -> None:
+        self.login, self.cookies = login, cookies
+
+    @classmethod
+    def of(cls, scope: Scope) -> "Requester":
+        header = b"; ".join(value for name, value in scope.get("headers") or () if name == b"cookie")
+        cookies = parse_cookies(header.decode("latin-1"))
+        app = scope.get("app")
+        tokens, cookie_id = getattr(app, "tokens", None) or {}, getattr(app, "cookie_id", None)
+        login = next((tokens[cookies[name]] for name in (f"access-token-{cookie_id}",
+                                                           f"access-token-unsecure-{cookie_id}")
+                      if cookies.get(name) in tokens), None)
+        return cls(login, cookies)
+
+
+def login_of(scope: Scope) -> str | None:
+    return Requester.of(scope).login
+
+
+DEMO_COOKIE = "freeret-demo"
+
+
+class DemoCookie:
+    """ASGI middleware of the demo: a browser without the `freeret-demo` cookie gets one (random).
+    A demo session remembers the cookie of its first request, and its files are then served only to
+    requests with that cookie (ui_users.Users.serves); clients without cookies keep the plain URLs."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") != "http" or DEMO_COOKIE in Requester.of(scope).cookies:
+            await self.app(scope, receive, send)
+            return
+        import secrets
+
+        cookie = f"{DEMO_COOKIE}={secrets.token_urlsafe(24)}; Path=/; HttpOnly; SameSite=Lax".encode()
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+def demo_cookie() -> Any:
+    """The demo's cookie as a Starlette middleware entry."""
     from starlette.middleware import Middleware
 
-    return Middleware(FileGuard, roots=list(roots), serves=serves)
+    return Middleware(DemoCookie)
+
+
+def file_guard(roots: Iterable[str | Path], serves: Callable[..., bool], by_login: bool = False) -> Any:
+    """The guard as a Starlette middleware entry (`by_login`: `serves(path, requester)`)."""
+    from starlette.middleware import Middleware
+
+    return Middleware(FileGuard, roots=list(roots), serves=serves, by_login=by_login)

@@ -502,3 +502,13 @@ def self_check_markdown(result: Any) -> str:
                 "your files and the app measures which search channels, how much reranking and which "
                 "relevance floor work for this model on this library.")
     return "**Self-check of this library**\n\n" + "\n".join(f"- {line}" for line in result.describe())
+
+
+def demo_note(ttl_minutes: float, max_files: int, max_mb: float) -> str:
+    """What a visitor of the public demo is told about their library (Markdown)."""
+    limits = [f"at most {plural(max_files, 'file')}" if max_files else "",
+              f"{max_mb:g} MB in all" if max_mb else ""]
+    limits_text = " and ".join(part for part in limits if part)
+    return (f"**Public demo.** Your files go into a temporary library of this browser tab only: nobody else sees "
+            f"them, and they are removed when you close the tab or after {ttl_minutes:g} minutes without use"
+            + (f" ({limits_text})." if limits_text else "."))

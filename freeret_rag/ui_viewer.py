@@ -262,7 +262,21 @@ def open_source(app: Any, wanted: str, request: Any = None) -> tuple[str, Any]:
     import gradio as gr
 
     view = app.for_request(request)
-    return view_source(view.library, wanted), gr.Sidebar(open=True)
+    return view_source(owning_library(view, wanted), wanted), gr.Sidebar(open=True)
+
+
+def owning_library(view: Any, wanted: str | Mapping[str, str] | None) -> Any:
+    """Of the libraries this user searches (their own, then the read-only shared ones: `view.shared`),
+    the one that holds the requested document; their own when none does (the viewer then says so)."""
+    request = parse_request(wanted) if not isinstance(wanted, Mapping) else dict(wanted)
+    doc_id = request.get("doc", "")
+    for library in (getattr(view, "shared", None) or []) if doc_id else []:
+        try:
+            if view.library.document(doc_id) is None and library.document(doc_id) is not None:
+                return library
+        except Exception:  # noqa: BLE001 - view_source reports a library that cannot be read
+            break
+    return view.library
 
 
 def wire(app: Any, request_box: Any, shown: Any, sidebar: Any) -> None:

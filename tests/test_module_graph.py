@@ -6,7 +6,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "freeret_rag"
-UI_MODULES = {"freeret_rag.ui", "freeret_rag.ui_render", "freeret_rag.ui_uploads", "freeret_rag.ui_viewer"}
+UI_MODULES = {"freeret_rag.ui", "freeret_rag.ui_render", "freeret_rag.ui_uploads", "freeret_rag.ui_users",
+              "freeret_rag.ui_viewer"}
 
 
 def module_name(path: Path) -> str:

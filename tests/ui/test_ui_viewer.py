@@ -188,3 +188,25 @@ def test_a_scanned_page_says_its_words_cannot_be_marked_and_a_lost_original_show
     shown = ui_viewer.view_source(library, request(1, page, "yellow flowers"))
     assert served_path(re.search(r'<div class="fr-page"><img [^>]*src="([^"]+)"', shown).group(1)) == stored
     assert "fr-viewer-original" not in shown and "original file is not kept" in shown
+
+
+def test_the_viewer_opens_a_shared_librarys_document_from_that_library():
+    """A source from the read-only shared library opens from it; the user's own comes first."""
+    from types import SimpleNamespace
+
+    from freeret_rag.ui_viewer import owning_library
+
+    class Holding:
+        def __init__(self, *doc_ids):
+            self.doc_ids = set(doc_ids)
+
+        def document(self, doc_id):
+            return object() if doc_id in self.doc_ids else None
+
+    own, shared, samples = Holding("mine"), Holding("common"), Holding("sample", "mine")
+    view = SimpleNamespace(library=own, shared=[shared, samples])
+    assert owning_library(view, {"doc": "common", "item": "x"}) is shared
+    assert owning_library(view, {"doc": "sample", "item": "x"}) is samples
+    assert owning_library(view, {"doc": "mine", "item": "x"}) is own  # the user's own wins
+    assert owning_library(view, {"doc": "gone", "item": "x"}) is own  # the viewer then says it is gone
+    assert owning_library(SimpleNamespace(library=own), {"doc": "common"}) is own  # no shared libraries
