@@ -520,7 +520,8 @@ def build_blocks(app: FreeRetApp):
     with gr.Blocks(title=config.title, analytics_enabled=False, fill_width=True,
                    delete_cache=(3600, 3600)) as demo:
         history = gr.State([])
-        gr.HTML(render.header(config.title, app.model_badge()), elem_id="fr-header")
+        gr.HTML(render.header(config.title, app.model_badge(), shared_server=app.users is not None and app.users.many),
+                elem_id="fr-header")
         viewer, viewer_html, view_request = ui_viewer.viewer_panel()  # the citation viewer (right sidebar)
         ui_viewer.wire(app, view_request, viewer_html, viewer)
         with gr.Row(equal_height=False):

@@ -125,10 +125,13 @@ def model_badge(model_id: str, capabilities: Iterable[str]) -> str:
             f'{capability_list(capabilities)}</span>')
 
 
-def header(title: str, badge: str) -> str:
+def header(title: str, badge: str, shared_server: bool = False) -> str:
+    """The page's title line. `shared_server`: the app serves many users (logins, a public demo), so
+    the model runs on that server, not on the visitor's machine."""
+    where = "on this server" if shared_server else "on this machine"
     return (f'<div class="fr-header"><div><h1>{escape(title)}</h1>'
             '<p>Ask questions about your PDFs, images and videos. One multimodal model finds, ranks and '
-            'cites the sources, on this machine.</p></div>'
+            f'cites the sources, {where}.</p></div>'
             f'{badge}</div>')
 
 

@@ -163,7 +163,7 @@ def test_app_help_still_groups_the_shared_flags(capsys):
     assert groups == ["options", "model", "storage", "server",
                       "answer defaults (each session can change them in Settings)",
                       "search (a fixed value overrides what the library's self-check measured)",
-                      "indexing (caps per file; 0 for none)"]
+                      "indexing (caps per file; 0 for none)", "many users"]
     for flag in settings.FLAGS.values():
         assert flag.option in text and flag.env in text
 

@@ -235,3 +235,12 @@ def test_source_card_shows_the_models_words_escaped_and_the_final_score():
     assert "model's words" in card and "w0 w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11<" in card  # the first 12 only
     assert "w12" not in card and "<b>" not in card.split("fr-words")[1]
     assert "<td>final (blend)</td><td>0.500</td>" in card
+
+
+def test_the_header_says_where_the_model_runs():
+    """On one's own machine "on this machine"; with logins or a public demo, the server's."""
+    from freeret_rag.ui_render import header
+
+    assert "on this machine." in header("T", "") and "on this server" not in header("T", "")
+    assert "on this server." in header("T", "", shared_server=True)
+    assert "on this machine" not in header("T", "", shared_server=True)
