@@ -163,6 +163,9 @@ class SpacesEngine:
 
 
 def for_spaces(engine: Any, gpu: Callable | None = None, **options) -> Any:
-    """Wrap `engine` for ZeroGPU when `spaces` is installed (or `gpu` is given); else return it."""
+    """Wrap `engine` for ZeroGPU when `spaces` is installed (or `gpu` is given); else return it. An
+    engine already wrapped is returned as it is (each model call is one GPU call, never two nested)."""
+    if isinstance(engine, SpacesEngine):
+        return engine
     gpu = gpu or spaces_gpu()
     return engine if gpu is None else SpacesEngine(engine, gpu, **options)

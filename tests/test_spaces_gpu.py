@@ -123,3 +123,12 @@ def test_without_the_spaces_package_the_engine_is_used_as_it_is(monkeypatch):
     monkeypatch.setitem(sys.modules, "spaces", None)  # import spaces -> ImportError
     engine = Engine()
     assert for_spaces(engine) is engine
+
+
+def test_an_engine_already_wrapped_is_not_wrapped_again(fake_spaces):
+    """The app wraps the engine it is given; one wrapped before (the Space's app.py) stays one layer,
+    so that one embedding batch is one GPU call, not two nested ones."""
+    engine = for_spaces(Engine(), chunk=16)
+    assert for_spaces(engine) is engine
+    engine.embed(list(range(3)))
+    assert len(fake_spaces) == 1
