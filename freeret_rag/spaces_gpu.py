@@ -63,6 +63,11 @@ def spaces_gpu() -> Callable | None:
     return getattr(spaces, "GPU", None)
 
 
+# The engine's model calls that SpacesEngine wraps (`embed` is required).
+WRAPPED = frozenset({"embed_with_words", "embed_query", "embed_query_with_words", "write_query", "rerank",
+                     "standalone_query", "answer_stream", "answer"})
+
+
 class SpacesEngine:
     """The engine with every model call inside `spaces.GPU`, each asking for the time its work needs
     (`durations` records every duration asked, in order, for tests and logs).
@@ -78,20 +83,33 @@ class SpacesEngine:
         self.rates = rates
         self.gpu_calls = 0
         self.durations: list[tuple[str, int]] = []
+        self._lacks: set[str] = set()  # model calls the engine does not have: absent here too
         r = rates
-        wrap = lambda name, function, seconds: gpu(duration=self._asked(name, seconds))(self._count(function))  # noqa: E731
-        self._embed = wrap("embed", engine.embed, lambda items, *a, **k: r.embed_seconds(len(items)))
-        self._embed_words = wrap("embed", engine.embed_with_words, lambda items, *a, **k: r.embed_seconds(len(items)))
-        self._embed_query = wrap("query", engine.embed_query, lambda *a, **k: r.embed_seconds(1))
-        self._query_words = wrap("query", engine.embed_query_with_words, lambda *a, **k: r.embed_seconds(1))
-        self._write_query = wrap("write_query", engine.write_query,
+
+        def wrap(name: str, method: str, seconds: Callable[..., int]) -> Callable:
+            """The engine's `method` inside a GPU call; a method the engine lacks stays missing (calling
+            it raises AttributeError, as on the engine itself)."""
+            function = getattr(engine, method, None)
+            if function is None:
+                self._lacks.add(method)
+                return function
+            return gpu(duration=self._asked(name, seconds))(self._count(function))
+
+        self._embed = wrap("embed", "embed", lambda items, *a, **k: r.embed_seconds(len(items)))
+        self._embed_words = wrap("embed", "embed_with_words", lambda items, *a, **k: r.embed_seconds(len(items)))
+        self._embed_query = wrap("query", "embed_query", lambda *a, **k: r.embed_seconds(1))
+        self._query_words = wrap("query", "embed_query_with_words", lambda *a, **k: r.embed_seconds(1))
+        self._write_query = wrap("write_query", "write_query",
                                  lambda item, max_new_tokens=20, *a, **k: r.generate_seconds(max_new_tokens))
-        self._rerank = wrap("rerank", engine.rerank, lambda query, hits, *a, **k: r.rerank_seconds(
+        self._rerank = wrap("rerank", "rerank", lambda query, hits, *a, **k: r.rerank_seconds(
             len(hits), getattr(engine, "rerank_pair_seconds", None)))
-        self._standalone = wrap("rewrite", engine.standalone_query,
+        self._standalone = wrap("rewrite", "standalone_query",
                                 lambda *a, **k: r.generate_seconds(REWRITE_TOKENS))
-        self._answer_stream = gpu(duration=self._asked("answer", lambda question, sources, *a, **k: r.generate_seconds(
-            self.answer_tokens, len(sources))))(self._count_stream(engine.answer_stream))
+        if hasattr(engine, "answer_stream"):
+            self._answer_stream = gpu(duration=self._asked("answer", lambda question, sources, *a, **k: r.generate_seconds(
+                self.answer_tokens, len(sources))))(self._count_stream(engine.answer_stream))
+        else:
+            self._lacks.update({"answer_stream", "answer"})
 
     @property
     def answer_tokens(self) -> int:
@@ -120,6 +138,14 @@ class SpacesEngine:
 
     def __getattr__(self, name: str) -> Any:  # model_id, capabilities, prompt_version, supports ...
         return getattr(self._engine, name)
+
+    def __getattribute__(self, name: str) -> Any:
+        # A model call the engine lacks is absent here too, so that `hasattr` answers as for the
+        # engine (the library embeds with words only when the engine can).
+        if name in WRAPPED and name in object.__getattribute__(self, "_lacks"):
+            raise AttributeError(f"{type(object.__getattribute__(self, '_engine')).__name__!r} object has no "
+                                 f"attribute {name!r}")
+        return object.__getattribute__(self, name)
 
     def embed(self, items, batch_size=None):
         import numpy as np

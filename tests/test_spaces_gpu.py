@@ -132,3 +132,24 @@ def test_an_engine_already_wrapped_is_not_wrapped_again(fake_spaces):
     assert for_spaces(engine) is engine
     engine.embed(list(range(3)))
     assert len(fake_spaces) == 1
+
+
+def test_a_model_call_the_engine_lacks_is_absent_from_the_wrapper_too(fake_spaces):
+    """Callers ask `hasattr(engine, "embed_with_words")` to choose a path: the wrapper answers as the
+    engine does, and what the engine has still runs inside a GPU call."""
+    class Plain:
+        model_id = "plain/model"
+
+        def embed(self, items, batch_size=None):
+            return np.ones((len(items), 2))
+
+        def answer_stream(self, question, sources, history=(), image=None):
+            yield "x"
+
+    engine = for_spaces(Plain())
+    assert isinstance(engine, SpacesEngine)
+    for name in ("embed_with_words", "embed_query_with_words", "rerank", "write_query", "standalone_query"):
+        assert not hasattr(engine, name), name
+    assert hasattr(for_spaces(Engine()), "embed_with_words")  # the full engine's are there
+    assert engine.embed([1, 2, 3]).shape == (3, 2) and engine.model_id == "plain/model"
+    assert [name for name, _ in fake_spaces] == ["call"]
