@@ -614,7 +614,7 @@ def build_blocks(app: FreeRetApp):
                                                       label="Fixed relevance threshold",
                                                       info="Off: the floor the self-check measured on your "
                                                            "library (below)")
-                        min_relevance = gr.Slider(0.0, 1.0, value=config.min_relevance or 0.2, step=0.05,
+                        min_relevance = gr.Slider(0.0, 1.0, value=0.2 if config.min_relevance is None else config.min_relevance, step=0.05,
                                                   label="Relevance threshold", elem_id="fr-threshold",
                                                   info="With reranking: sources below this match probability "
                                                        "are dropped; if none is left, the app says so")

@@ -515,3 +515,14 @@ def test_a_stop_flag_ends_any_generation_at_the_next_token(tiny_engine):
     with cancel.stop_scope(flag):
         stopped = list(stream_generate(tiny_engine.lm, prompt, 30, 256, threading.Lock(), stop_loops=False))
     assert len(full) >= 10 and len(stopped) <= 1
+
+
+def test_the_settings_slider_starts_at_the_configured_threshold_even_zero(make_app):
+    """`--min-relevance 0` (keep every source) shows 0 in Settings, not the 0.2 used without a value."""
+    def threshold(app):
+        config = build_blocks(app).get_config_file()
+        return next(c["props"]["value"] for c in config["components"] if c["props"].get("elem_id") == "fr-threshold")
+
+    assert threshold(make_app("--min-relevance", "0")) == 0.0
+    assert threshold(make_app("--min-relevance", "0.35")) == 0.35
+    assert threshold(make_app()) == 0.2  # no fixed value: the slider's starting point when switched on
