@@ -8,6 +8,8 @@ import gc
 import hashlib
 import re
 
+import pytest
+
 from freeret_rag.items import Hit, Item
 from freeret_rag.libraries import (DemoSessions, LibraryRegistry, WithShared, merge_hits, owner_folder,
                                    session_folder, upload_caps)
@@ -174,3 +176,33 @@ def test_registry_closes_libraries_idle_for_long_unless_held():
     assert registry.owners() == ["held"]
     registry.get("fresh")
     assert registry.close_idle(60) == [] and set(registry.owners()) == {"held", "fresh"}
+
+
+@pytest.mark.xfail(strict=True, reason="review: LibraryRegistry.checkout holds the registry lock while get() waits "
+                   "for an owner's opening lock that a plain get() (Users.serves, the file route) holds while it "
+                   "opens; that get() then waits for the registry lock: both hang, and with them every user")
+def test_a_checkout_during_a_plain_get_that_opens_the_same_library_does_not_hang():
+    import threading
+
+    opening, go_on = threading.Event(), threading.Event()
+
+    def opener(owner):
+        opening.set()
+        go_on.wait(10)  # opening a library takes a while (Chroma, the lexical index)
+        return Opened(owner)
+
+    registry = LibraryRegistry(opener)
+    done: dict[str, object] = {}
+    file_route = threading.Thread(target=lambda: done.setdefault("get", registry.get("ann")), daemon=True)
+    file_route.start()
+    assert opening.wait(10)
+    holder = Holder()
+    handler = threading.Thread(target=lambda: done.setdefault("checkout", registry.checkout("ann", holder)),
+                               daemon=True)
+    handler.start()
+    handler.join(1)  # the handler now waits for ann's library to be opened (not a timing assertion)
+    go_on.set()
+    file_route.join(10)
+    handler.join(10)
+    assert set(done) == {"get", "checkout"}  # both came back
+    assert done["get"] is done["checkout"]
