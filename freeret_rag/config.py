@@ -118,6 +118,7 @@ class AppConfig:
     shared_library: Path | None = None
     demo: bool = False
     demo_ttl_minutes: float = 60.0
+    demo_grace_seconds: float = 60.0  # a closed tab's library goes this long after (a dropped link comes back)
     demo_max_mb: float = 50.0
     demo_max_files: int = 10
 
@@ -193,6 +194,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     many.add_argument("--demo-ttl-minutes", type=float, default=env("FREERET_DEMO_TTL_MINUTES", default=60),
                       help="a demo session's library is removed after this long without a request "
                            "[FREERET_DEMO_TTL_MINUTES] (default: 60)")
+    many.add_argument("--demo-grace-seconds", type=float, default=env("FREERET_DEMO_GRACE_SECONDS", default=60),
+                      help="a closed tab's demo library is removed this long after, unless the tab comes back "
+                           "(Gradio says 'closed' also when a connection drops for a moment) "
+                           "[FREERET_DEMO_GRACE_SECONDS] (default: 60)")
     many.add_argument("--demo-max-mb", type=float, default=env("FREERET_DEMO_MAX_MB", default=50),
                       help="most megabytes of files in one demo session's library [FREERET_DEMO_MAX_MB] (default: 50)")
     many.add_argument("--demo-max-files", type=int, default=env("FREERET_DEMO_MAX_FILES", default=10),
@@ -221,6 +226,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         keep_deleted=bool(args.keep_deleted),
         shared_library=Path(args.shared_library).expanduser() if args.shared_library else None,
         demo_ttl_minutes=float(args.demo_ttl_minutes),
+        demo_grace_seconds=float(args.demo_grace_seconds),
         demo_max_mb=float(args.demo_max_mb),
         demo_max_files=int(args.demo_max_files),
     )
@@ -257,8 +263,10 @@ def validate(config: AppConfig) -> None:
     if shared_index is not None and not shared_index.is_dir():
         raise ConfigError(f"--shared-library: {config.shared_library} holds no library (index files into it with "
                           f"freeret-rag --data-dir {config.shared_library} add FILES)")
-    if config.demo_ttl_minutes <= 0 or config.demo_max_mb < 0 or config.demo_max_files < 0:
-        raise ConfigError("--demo-ttl-minutes must be positive, --demo-max-mb and --demo-max-files 0 or more")
+    if config.demo_ttl_minutes <= 0 or config.demo_max_mb < 0 or config.demo_max_files < 0 \
+            or config.demo_grace_seconds < 0:
+        raise ConfigError("--demo-ttl-minutes must be positive, --demo-max-mb, --demo-max-files and "
+                          "--demo-grace-seconds 0 or more")
     if (config.share or not is_loopback(config.host)) and not config.auth and not config.allow_no_login \
             and not config.demo:  # a demo session sees its own temporary library only
         where = "a public gradio.live link" if config.share else f"{config.host} (beyond this machine)"

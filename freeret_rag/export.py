@@ -9,6 +9,7 @@ API return them]}`. `write_export` puts the Markdown in a per-session temp folde
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import time
@@ -41,14 +42,24 @@ def export_turn(question: str, answer: str, sources: Sequence[Mapping[str, Any]]
     return turn
 
 
+def _number(value: Any) -> float | None:
+    """`value` as a finite number of 0 or more, else None (sources of /export come from the client)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
 def source_place(source: Mapping[str, Any]) -> str:
-    """"file.pdf, page 3", "clip.mp4, 0:42-1:10", "photo.jpg", "notes.txt, part 2"."""
+    """"file.pdf, page 3", "clip.mp4, 0:42-1:10", "photo.jpg", "notes.txt, part 2". A place that is
+    not a number (a client's /export request) is left out: the file name alone."""
     name = str(source.get("file") or source.get("label") or "source")
-    page, start, end, chunk = (source.get(key) for key in ("page", "t_start", "t_end", "chunk"))
+    page, start, end, chunk = (_number(source.get(key)) for key in ("page", "t_start", "t_end", "chunk"))
     if page is not None:
         return f"{name}, page {int(page)}"
     if start is not None:
-        span = format_timestamp(float(start)) + (f"-{format_timestamp(float(end))}" if end is not None else "")
+        span = format_timestamp(start) + (f"-{format_timestamp(end)}" if end is not None else "")
         return f"{name}, {span}"
     if chunk is not None:
         return f"{name}, part {int(chunk) + 1}"
@@ -59,7 +70,8 @@ def _links(source: Mapping[str, Any], base_url: str) -> str:
     """" · [file](url) · [picture](url)" for the source's URLs (relative to the app) under `base_url`."""
     parts = []
     if source.get("file_url"):
-        anchor = f"#page={int(source['page'])}" if source.get("kind") == "pdf_page" and source.get("page") else ""
+        page = _number(source.get("page"))
+        anchor = f"#page={int(page)}" if source.get("kind") == "pdf_page" and page else ""
         parts.append(f"[file](<{urljoin(base_url, str(source['file_url']))}{anchor}>)")
     if source.get("asset_url"):
         word = "page image" if source.get("kind") == "pdf_page" else "picture"
@@ -103,7 +115,7 @@ def conversation_markdown(turns: Sequence[Mapping[str, Any]], *, model: str = ""
         if sources:
             lines += ["", "**Sources**", ""]
             for position, source in enumerate(sources, start=1):
-                cite = int(source.get("number") or position)
+                cite = int(_number(source.get("number")) or position)
                 mark = " (cited)" if source.get("cited") else ""
                 links = _links(source, base_url) if base_url else ""
                 lines.append(f"- \\[{cite}\\] {md_escape(source_place(source))}{mark}{links}")

@@ -106,31 +106,39 @@ class LibraryRegistry:
     def held(self, owner: str) -> int:
         return self._holds.get(owner, 0)
 
-    def get(self, owner: str) -> Any:
-        """The owner's library (opened if needed), marked as the most recently used."""
+    def get(self, owner: str, hold: bool = False) -> Any:
+        """The owner's library (opened if needed), marked as the most recently used. `hold`: also
+        counted as held, in the same step (so that no eviction comes in between; `checkout`).
+
+        The registry's lock is never held while a library opens (that takes a while: Chroma, the
+        keyword index), so other owners are served meanwhile; one owner opens once."""
         with self._lock:
-            self._used[owner] = time.monotonic()
             if owner in self._open:
-                self._open.move_to_end(owner)
-                return self._open[owner]
+                return self._found(owner, hold)
             opening = self._opening.setdefault(owner, threading.Lock())
         with opening:  # one opening per owner; other owners open meanwhile
             with self._lock:
                 if owner in self._open:
-                    self._open.move_to_end(owner)
-                    return self._open[owner]
+                    return self._found(owner, hold)
             library = self.opener(owner)
             with self._lock:
                 self._open[owner] = library
                 self._opening.pop(owner, None)
+                found = self._found(owner, hold)
                 self._evict(keep=owner)
-                return library
+                return found
+
+    def _found(self, owner: str, hold: bool) -> Any:
+        """(Under the lock.) The open library of `owner`, now the most recently used; held if asked."""
+        self._used[owner] = time.monotonic()
+        self._open.move_to_end(owner)
+        if hold:
+            self._holds[owner] = self._holds.get(owner, 0) + 1
+        return self._open[owner]
 
     def checkout(self, owner: str, holder: Any) -> Any:
         """`get`, held until `holder` is gone."""
-        with self._lock:
-            library = self.get(owner)
-            self._holds[owner] = self._holds.get(owner, 0) + 1
+        library = self.get(owner, hold=True)
         weakref.finalize(holder, self._release, owner)
         return library
 
@@ -182,9 +190,14 @@ class DemoSessions:
     closes the session's library before its folder goes."""
 
     def __init__(self, root: Path, ttl_s: float, on_remove: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, busy: Callable[[str], bool] | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, busy: Callable[[str], bool] | None = None,
+                 grace_s: float = 0.0) -> None:
         self.root, self.ttl_s, self.on_remove, self.clock = Path(root), float(ttl_s), on_remove, clock
-        self.busy = busy  # a session still in a request (e.g. a long upload) is not removed by the TTL
+        self.busy = busy  # a session still in a request (e.g. a long upload) is never removed
+        # `end` (Gradio's unload) also comes when a tab's connection drops for a moment and comes
+        # back: the session goes only after `grace_s` without a request.
+        self.grace_s = max(0.0, float(grace_s))
+        self._ending: dict[str, float] = {}  # session -> when its tab was said to be closed
         self._seen: dict[str, float] = {}
         self._cookies: dict[str, str] = {}  # session -> the browser cookie it first came with
         self._lock = threading.Lock()
@@ -201,6 +214,7 @@ class DemoSessions:
         """Note a request of the session (now), and the browser cookie it first came with; its folder."""
         with self._lock:
             self._seen[session] = self.clock()
+            self._ending.pop(session, None)  # it came back (a dropped connection, not a closed tab)
             if cookie and session not in self._cookies:
                 self._cookies[session] = cookie
         folder = self.folder(session)
@@ -219,25 +233,47 @@ class DemoSessions:
             return next((session for session in self._seen if session_folder(session) == folder), None)
 
     def end(self, session: str) -> bool:
-        """Remove the session's library now (its tab closed). Whether there was one."""
+        """The session's tab closed: its library goes once `grace_s` has passed without a request
+        and no request of it runs (now, with no grace and nothing running; else on a `sweep`).
+        Whether there was such a session."""
         with self._lock:
-            known = self._seen.pop(session, None) is not None
-            self._cookies.pop(session, None)
-        self._remove(session)
-        return known
+            if session not in self._seen:
+                return False
+            self._ending.setdefault(session, self.clock())
+        self.sweep()
+        return True
+
+    def _busy(self, session: str) -> bool:
+        return self.busy is not None and self.busy(session)
 
     def sweep(self) -> list[str]:
-        """Remove the sessions unused for longer than the TTL; the sessions removed."""
+        """Remove the sessions unused for longer than the TTL, and those ended `grace_s` ago, unless
+        a request of theirs still runs; then the folders no live session owns (left by a request
+        that ran on after its session went). The sessions removed."""
         now = self.clock()
         with self._lock:
             expired = [session for session, seen in self._seen.items()
-                       if now - seen > self.ttl_s and not (self.busy is not None and self.busy(session))]
+                       if (now - seen > self.ttl_s
+                           or (session in self._ending and now - self._ending[session] >= self.grace_s))
+                       and not self._busy(session)]
             for session in expired:
                 del self._seen[session]
+                self._ending.pop(session, None)
                 self._cookies.pop(session, None)
         for session in expired:
             self._remove(session)
+        self._remove_orphans()
         return expired
+
+    def _remove_orphans(self) -> None:
+        with self._lock:  # held while removing: a session that comes back meanwhile waits in `touch`
+            owned = {session_folder(session) for session in self._seen}
+            try:
+                orphans = [entry for entry in self.root.iterdir() if entry.name not in owned]
+            except OSError:
+                return
+            for entry in orphans:
+                shutil.rmtree(entry, ignore_errors=True)
 
     def _remove(self, session: str) -> None:
         if self.on_remove is not None:

@@ -70,7 +70,7 @@ class Users:
         self._samples_lock = threading.Lock()
         if self.mode == "demo":
             self.sessions = DemoSessions(self.data_dir / "demo", config.demo_ttl_minutes * 60,
-                                         on_remove=self._session_gone,
+                                         on_remove=self._session_gone, grace_s=config.demo_grace_seconds,
                                          busy=lambda session: self.registry.held("demo:" + session) > 0)
             threading.Thread(target=self._prepare_samples, name="freeret-samples", daemon=True).start()
         if self.many:
@@ -91,12 +91,17 @@ class Users:
     def _open(self, key: str) -> Any:
         folder = self.folder(key)
         folder.mkdir(parents=True, exist_ok=True)
-        database = None
-        if self.app.config.chroma_url:
-            database = database_name(folder.name)
-            ensure_database(self.app.config.chroma_url, database)
         # A demo tab's library skips the self-check (text generated after indexing): fixed defaults.
-        return self.app.open_library(folder, database=database, read_only=self.mode == "demo")
+        return self.app.open_library(folder, database=self._database(folder.name), read_only=self.mode == "demo")
+
+    def _database(self, name: str) -> str | None:
+        """On a Chroma server, the database of the library folder `name`, created if needed (never the
+        default database, which holds the single library of before); None for a local library."""
+        if not self.app.config.chroma_url:
+            return None
+        database = database_name(name)
+        ensure_database(self.app.config.chroma_url, database)
+        return database
 
     @staticmethod
     def _close(key: str, library: Any) -> None:
@@ -145,7 +150,8 @@ class Users:
 
     def _sweeper(self) -> None:
         """Every so often: demo sessions past their TTL removed, libraries idle for long closed."""
-        period = min(60.0, max(1.0, self.sessions.ttl_s / 4)) if self.sessions is not None else 60.0
+        soonest = min(self.sessions.ttl_s, self.sessions.grace_s or self.sessions.ttl_s) if self.sessions else 240.0
+        period = min(60.0, max(1.0, soonest / 4))
         stop = threading.Event()
         while not stop.wait(period):
             try:
@@ -183,7 +189,7 @@ class Users:
                         target = files / source.name
                         if not target.is_file() or target.stat().st_size != source.stat().st_size:
                             shutil.copyfile(source, target)
-                library = self.app.open_library(folder, read_only=True)
+                library = self.app.open_library(folder, database=self._database("samples"), read_only=True)
                 if not library.needs_reindex:
                     report = library.add([files])
                     for skipped in report.skipped:

@@ -21,7 +21,7 @@ def test_a_visitor_tries_the_samples_and_closing_the_tab_removes_its_library(tin
                                                                              tmp_path):
     data = tmp_path / "data"
     with AppServer(["--model", str(tiny_model_dirs["qwen2_vl"]), "--data-dir", str(data), "--demo", "--top-k", "20",
-                    "--no-rerank", "--sources", "10", "--max-answer-tokens", "4"],
+                    "--demo-grace-seconds", "0", "--no-rerank", "--sources", "10", "--max-answer-tokens", "4"],
                    log_name="app-demo-browser.log") as server:
         with browser_page() as page:
             page.goto(server.url)

@@ -201,11 +201,6 @@ def test_demo_sessions_are_isolated_capped_and_removed_after_the_ttl(tiny_model_
         assert a.predict(api_name="/documents") == []  # A comes back to an empty library
 
 
-@pytest.mark.xfail(strict=True, reason="review: demo.unload fires whenever Gradio's heartbeat stream of a session "
-                   "closes (gradio/routes.py heartbeat), e.g. a network blip or a proxy cutting the SSE, not only "
-                   "when the tab closes; end_session then removes the session's library at once, while the tab "
-                   "goes on with the same session and finds an empty library (its uploads lost). Anyone who "
-                   "knows a session hash can do the same with one GET /gradio_api/heartbeat/<hash>")
 def test_a_demo_tab_whose_heartbeat_drops_and_comes_back_keeps_its_library(tiny_model_dirs, tmp_path):
     import httpx
     from gradio_client import handle_file
