@@ -12,6 +12,7 @@ Durations are `Rates` x the work, plus a fixed overhead, clamped to [MIN_S, MAX_
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -68,6 +69,9 @@ WRAPPED = frozenset({"embed_with_words", "embed_query", "embed_query_with_words"
                      "standalone_query", "answer_stream", "answer"})
 
 
+DURATIONS_KEPT = 1000  # a long-running Space makes a model call per question: keep only the latest
+
+
 class SpacesEngine:
     """The engine with every model call inside `spaces.GPU`, each asking for the time its work needs
     (`durations` records every duration asked, in order, for tests and logs).
@@ -82,7 +86,7 @@ class SpacesEngine:
         self.chunk = chunk
         self.rates = rates
         self.gpu_calls = 0
-        self.durations: list[tuple[str, int]] = []
+        self.durations: deque[tuple[str, int]] = deque(maxlen=DURATIONS_KEPT)  # the latest, for logs and tests
         self._lacks: set[str] = set()  # model calls the engine does not have: absent here too
         r = rates
 

@@ -153,3 +153,13 @@ def test_a_model_call_the_engine_lacks_is_absent_from_the_wrapper_too(fake_space
     assert hasattr(for_spaces(Engine()), "embed_with_words")  # the full engine's are there
     assert engine.embed([1, 2, 3]).shape == (3, 2) and engine.model_id == "plain/model"
     assert [name for name, _ in fake_spaces] == ["call"]
+
+
+def test_the_durations_asked_are_kept_for_the_latest_calls_only(fake_spaces):
+    """A Space runs for weeks: the record of durations asked must not grow with every call."""
+    from freeret_rag.spaces_gpu import DURATIONS_KEPT
+
+    engine = for_spaces(Engine(), chunk=16)
+    for _ in range(DURATIONS_KEPT + 5):
+        engine.embed_query("q")
+    assert len(engine.durations) == DURATIONS_KEPT and len(fake_spaces) == DURATIONS_KEPT + 5
