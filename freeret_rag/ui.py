@@ -175,7 +175,7 @@ class FreeRetApp:
 
     def library_summary(self) -> str:
         try:
-            return render.library_summary(self.documents(), self.waiting())
+            return render.library_summary(self.documents(), self.waiting(), shared=len(self.shared_documents()))
         except FreeRetError as error:
             return render.problem_html(str(error))
 

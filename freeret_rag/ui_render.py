@@ -175,16 +175,22 @@ def document_choices(docs: Sequence[Any]) -> list[tuple[str, str]]:
     return [(f"{listed_name(doc)} ({kind_name(doc.file_type)}, {doc.items} items)", doc.doc_id) for doc in docs]
 
 
-def library_summary(docs: Sequence[Any], waiting: Sequence[Any] = ()) -> str:
-    """The line above the table: searchable documents, and those listed that wait (not searchable)."""
+def library_summary(docs: Sequence[Any], waiting: Sequence[Any] = (), shared: int = 0) -> str:
+    """The line above the table: searchable documents, those listed that wait (not searchable), and
+    how many read-only shared documents (a shared library, the demo's samples) are searched too."""
     note = (f'<div class="fr-warning">{plural(len(waiting), "more document")} listed below '
             f'{"is" if len(waiting) == 1 else "are"} not searchable with this model: '
             f'{escape("; ".join(sorted({doc.waiting for doc in waiting})))}.</div>') if waiting else ""
     if not docs:
+        if shared and not note:
+            return (f'<div class="fr-panel-note">No documents of yours yet: the {plural(shared, "shared document")} '
+                    f'below {"is" if shared == 1 else "are"} searched (read-only). Add PDFs, images or videos '
+                    f'above.</div>')
         return note or '<div class="fr-empty">No documents yet. Add PDFs, images or videos above.</div>'
     items = sum(doc.items for doc in docs)
+    also = f" · and {plural(shared, 'shared document')} (read-only)" if shared else ""
     return (f'<div class="fr-panel-note">{plural(len(docs), "document")} · {plural(items, "searchable item")}'
-            f'</div>{note}')
+            f'{also}</div>{note}')
 
 
 def watch_status(watchers: Sequence[Any], lines: int = 6) -> str:

@@ -211,6 +211,13 @@ def test_document_table_dropdown_and_summary():
     assert library_summary(docs) == '<div class="fr-panel-note">2 documents · 3 searchable items</div>'
     assert library_summary(docs[1:]) == '<div class="fr-panel-note">1 document · 1 searchable item</div>'
     assert "No documents yet" in library_summary([])
+    # Read-only shared documents (a shared library, the demo's samples) are said to be searched too.
+    assert library_summary([], shared=4) == ('<div class="fr-panel-note">No documents of yours yet: the 4 shared '
+                                             'documents below are searched (read-only). Add PDFs, images or videos '
+                                             'above.</div>')
+    assert "the 1 shared document below is searched" in library_summary([], shared=1)
+    assert library_summary(docs[1:], shared=1) == ('<div class="fr-panel-note">1 document · 1 searchable item · '
+                                                   'and 1 shared document (read-only)</div>')
 
 
 def test_reindex_notice_and_model_info():

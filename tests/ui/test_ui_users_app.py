@@ -120,6 +120,7 @@ def test_a_demo_tabs_sample_library_on_a_chroma_server_holds_only_the_samples(se
     assert "old-single-library.txt" not in said
     view = demo.for_request(tab)
     assert [doc.source for doc in view.listed()] == ["garden.txt"]
+    assert "No documents of yours yet: the 1 shared document below is searched" in view.library_summary()
 
 
 def test_a_demo_tab_closed_during_its_upload_leaves_nothing_on_disk(make_app, tmp_path):
