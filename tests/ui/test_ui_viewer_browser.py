@@ -87,6 +87,19 @@ def viewer_state(page) -> dict:
                 visible: on_screen(v)}; }""")
 
 
+def upload_and_ask(page, url: str, pdf: Path, question: str) -> None:
+    """Open the app, upload `pdf` through the Library panel, ask `question`, wait for the answer."""
+    page.goto(url)
+    page.wait_for_selector("#fr-chat")
+    page.set_input_files("#fr-upload input[type=file]", [str(pdf)])
+    page.wait_for_function(f"() => document.querySelector('#fr-documents').innerText.includes({pdf.name!r})",
+                           timeout=300_000)
+    page.fill("#fr-question textarea", question)
+    page.keyboard.press("Enter")
+    page.wait_for_function("""() => [...document.querySelectorAll('#fr-chat .fr-sources-head')]
+        .some(h => /answered in/.test(h.innerText))""", timeout=300_000)
+
+
 def test_clicking_a_source_card_or_an_inline_picture_opens_the_cited_page(served_app, tmp_path):
     from freeret_rag.highlight import question_words
 
@@ -96,15 +109,7 @@ def test_clicking_a_source_card_or_an_inline_picture_opens_the_cited_page(served
     on_page = {n: page_words_hit(pdf, n, words) for n in (1, 2)}
     assert on_page[2] >= 3 and on_page[1] == 0  # the question's words are on page 2 only
     with browser_page() as page:
-        page.goto(url)
-        page.wait_for_selector("#fr-chat")
-        page.set_input_files("#fr-upload input[type=file]", [str(pdf)])
-        page.wait_for_function("() => document.querySelector('#fr-documents').innerText.includes('garden-guide.pdf')",
-                               timeout=300_000)
-        page.fill("#fr-question textarea", QUESTION)
-        page.keyboard.press("Enter")
-        page.wait_for_function("""() => [...document.querySelectorAll('#fr-chat .fr-sources-head')]
-            .some(h => /answered in/.test(h.innerText))""", timeout=300_000)
+        upload_and_ask(page, url, pdf, QUESTION)
         # both pages are sources (2 sources, threshold 0); which number each got is the model's ranking
         cards = page.evaluate("""() => [...document.querySelectorAll('#fr-chat .fr-card')].map(c =>
             ({n: c.querySelector('.fr-num').innerText, caption: c.querySelector('figcaption').innerText}))""")
@@ -160,15 +165,7 @@ def test_the_real_app_and_model_open_the_cited_page_beside_the_chat(fluent_vlm_d
     assert expected == 3  # "beetles", "eat", "aphids" ("cite", "source" are stopwords)
     flags = ["--top-k", "5", "--rerank-k", "3", "--sources", "2", "--max-answer-tokens", "60", "--min-relevance", "0"]
     with model_app(fluent_vlm_dir, tmp_path / "data", flags, "app-viewer14.log") as server, browser_page() as page:
-        page.goto(server.url)
-        page.wait_for_selector("#fr-chat")
-        page.set_input_files("#fr-upload input[type=file]", [str(pdf)])
-        page.wait_for_function("() => document.querySelector('#fr-documents').innerText.includes('garden-guide.pdf')",
-                               timeout=300_000)
-        page.fill("#fr-question textarea", question)
-        page.keyboard.press("Enter")
-        page.wait_for_function("""() => [...document.querySelectorAll('#fr-chat .fr-sources-head')]
-            .some(h => /answered in/.test(h.innerText))""", timeout=300_000)
+        upload_and_ask(page, server.url, pdf, question)
         captions = page.locator("#fr-chat .fr-card figcaption").all_inner_texts()
         first = next(n for n, caption in enumerate(captions) if "p. 1" in caption)
         page.locator("#fr-chat .fr-card a.fr-view").nth(first).click()
