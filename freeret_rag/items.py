@@ -29,6 +29,11 @@ def open_image(image: ImageLike) -> Image.Image:
         return opened.convert("RGB")
 
 
+def plural(count: int, word: str) -> str:
+    """"1 file", "2 files", "0 files"."""
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
 def format_timestamp(seconds: float) -> str:
     """`75.5 -> "1:15"`, `3725 -> "1:02:05"`: how people read video positions."""
     total = int(seconds)

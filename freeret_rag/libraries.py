@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .items import plural
+
 log = logging.getLogger(__name__)
 
 MAX_OPEN = 64
@@ -294,10 +296,6 @@ def folder_size(folder: Path) -> int:
             except OSError:
                 pass
     return total
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def upload_caps(sizes: Sequence[int], files_now: int, bytes_now: int, max_files: int,

@@ -98,10 +98,15 @@ class FreeRetApp:
         ensure_database(self.config.chroma_url, database_name("empty"))
         return database_name("empty")
 
+    @property
+    def many_users(self) -> bool:
+        """A library per login or per demo session (ui_users.py), not one library for everyone."""
+        return self.users is not None and self.users.many
+
     def for_request(self, request: Any) -> "FreeRetApp":
         """The app as this request's user sees it: their own library (a login's, a demo session's),
         or this app itself with a single library (ui_users.Users.view)."""
-        return self.users.view(self, request) if self.users is not None and self.users.many else self
+        return self.users.view(self, request) if self.many_users else self
 
     @property
     def searched(self) -> Any:
@@ -268,7 +273,7 @@ class FreeRetApp:
     def may_watch(self) -> bool:
         """Whether a browser may name folders of this machine to watch: only when the app serves
         this machine alone (--host 127.0.0.1, no --share); otherwise only `--watch DIR` can."""
-        if self.users is not None and self.users.many:  # a library per login or session: no folders of this machine
+        if self.many_users:  # a library per login or session: no folders of this machine
             return False
         return self.config.host in ("127.0.0.1", "localhost", "::1") and not self.config.share
 
@@ -276,7 +281,7 @@ class FreeRetApp:
         """Start watching a folder of this machine (sync now, then after every change); says what happened."""
         from .watch import FolderWatcher
 
-        if from_browser and self.users is not None and self.users.many:
+        if from_browser and self.many_users:
             return ("Watched folders are off here: every login (or demo session) has a library of its own, and a "
                     "folder of this machine belongs to none of them. An admin can index a folder into the shared "
                     "library (--shared-library) with the CLI.")
@@ -520,8 +525,7 @@ def build_blocks(app: FreeRetApp):
     with gr.Blocks(title=config.title, analytics_enabled=False, fill_width=True,
                    delete_cache=(3600, 3600)) as demo:
         history = gr.State([])
-        gr.HTML(render.header(config.title, app.model_badge(), shared_server=app.users is not None and app.users.many),
-                elem_id="fr-header")
+        gr.HTML(render.header(config.title, app.model_badge(), shared_server=app.many_users), elem_id="fr-header")
         viewer, viewer_html, view_request = ui_viewer.viewer_panel()  # the citation viewer (right sidebar)
         ui_viewer.wire(app, view_request, viewer_html, viewer)
         with gr.Row(equal_height=False):
@@ -592,8 +596,7 @@ def build_blocks(app: FreeRetApp):
                             watch_path = gr.Textbox(label="Folder on this machine", elem_id="fr-watch-path",
                                                     placeholder="/home/me/Papers", interactive=app.may_watch,
                                                     info="Kept in step: new and changed files are indexed, "
-                                                         "deleted ones leave the library" if app.users is None or
-                                                         not app.users.many else
+                                                         "deleted ones leave the library" if not app.many_users else
                                                          "Off here: every login (or demo tab) has a library of "
                                                          "its own, and a folder of this machine is nobody's")
                             watch_button = gr.Button("Add a folder to watch", size="sm", elem_id="fr-watch",
@@ -614,7 +617,8 @@ def build_blocks(app: FreeRetApp):
                                                       label="Fixed relevance threshold",
                                                       info="Off: the floor the self-check measured on your "
                                                            "library (below)")
-                        min_relevance = gr.Slider(0.0, 1.0, value=0.2 if config.min_relevance is None else config.min_relevance, step=0.05,
+                        min_relevance = gr.Slider(0.0, 1.0, step=0.05,
+                                                  value=0.2 if config.min_relevance is None else config.min_relevance,
                                                   label="Relevance threshold", elem_id="fr-threshold",
                                                   info="With reranking: sources below this match probability "
                                                        "are dropped; if none is left, the app says so")

@@ -97,6 +97,12 @@ def parse_cookies(header: str | None) -> dict[str, str]:
     return {name: morsel.value for name, morsel in cookies.items()}
 
 
+def scope_cookies(scope: Scope) -> dict[str, str]:
+    """The cookies of an ASGI request."""
+    header = b"; ".join(value for name, value in scope.get("headers") or () if name == b"cookie")
+    return parse_cookies(header.decode("latin-1"))
+
+
 class Requester:
     """Who asks for a file: the login (as Gradio finds it, gradio/routes.py get_current_user: the
     access-token cookie looked up in the app's tokens; None when not signed in) and the cookies."""
@@ -106,18 +112,13 @@ class Requester:
 
     @classmethod
     def of(cls, scope: Scope) -> "Requester":
-        header = b"; ".join(value for name, value in scope.get("headers") or () if name == b"cookie")
-        cookies = parse_cookies(header.decode("latin-1"))
+        cookies = scope_cookies(scope)
         app = scope.get("app")
         tokens, cookie_id = getattr(app, "tokens", None) or {}, getattr(app, "cookie_id", None)
         login = next((tokens[cookies[name]] for name in (f"access-token-{cookie_id}",
                                                            f"access-token-unsecure-{cookie_id}")
                       if cookies.get(name) in tokens), None)
         return cls(login, cookies)
-
-
-def login_of(scope: Scope) -> str | None:
-    return Requester.of(scope).login
 
 
 DEMO_COOKIE = "freeret-demo"
@@ -132,7 +133,7 @@ class DemoCookie:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("type") != "http" or DEMO_COOKIE in Requester.of(scope).cookies:
+        if scope.get("type") != "http" or DEMO_COOKIE in scope_cookies(scope):
             await self.app(scope, receive, send)
             return
         import secrets

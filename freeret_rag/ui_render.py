@@ -9,17 +9,16 @@ through Gradio's file route (`file_url`); which files may be served is decided a
 
 from __future__ import annotations
 
-import html
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from .chat import EMPTY_ANSWER, ChatEvent
-from .items import Hit, format_timestamp
+from .items import Hit, format_timestamp, plural
+from .ui_viewer import escape, file_url, inline_pictures, view_href
 
 KIND_NAMES = {"pdf": "PDF", "image": "Image", "video": "Video", "text": "Text"}
 ITEM_KIND_NAMES = {"pdf_page": "page", "image": "image", "video_segment": "video", "text": "text"}
@@ -82,11 +81,6 @@ CSS = """
 
 
 
-def escape(text: Any) -> str:
-    """`str(text)` safe inside HTML text and attribute values."""
-    return html.escape(str(text), quote=True)
-
-
 def human_size(size: float) -> str:
     """Bytes for people: `512 -> "512 B"`, `10240 -> "10.0 KB"` (1 KB = 1024 B)."""
     for unit in ("B", "KB", "MB", "GB"):
@@ -99,15 +93,6 @@ def human_size(size: float) -> str:
 def score_text(value: float | None, digits: int = 3) -> str:
     """A score with `digits` decimals, or an en dash when there is none."""
     return "–" if value is None else f"{value:.{digits}f}"
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}{'s' if count != 1 else ''}"
-
-
-def file_url(path: str | Path) -> str:
-    """URL of a local file, served by Gradio's file route (only under launch's allowed_paths)."""
-    return "gradio_api/file=" + quote(str(Path(path).resolve()), safe="/")
 
 
 # -- model ------------------------------------------------------------------------------------------
@@ -368,7 +353,6 @@ def source_card(number: int, hit: Hit, original: str | None = None, cited: bool 
     the segment's start); None when it is not available. The picture and "Open in the viewer" open
     the source in the citation viewer (ui_viewer), with `query`'s words highlighted.
     """
-    from .ui_viewer import view_href
 
     item = hit.item
     view = escape(view_href(number, item, query))
@@ -478,7 +462,6 @@ def chat_messages(event: ChatEvent, originals: Mapping[str, str] | None = None, 
     block (`render_sources`: remarks, the query searched, the cards). `note` goes into the sources
     line of a finished answer (timing).
     """
-    from .ui_viewer import inline_pictures
 
     n = len(event.sources)
     pictures = inline_pictures(event.sources, event.query)  # after each source's first [n]

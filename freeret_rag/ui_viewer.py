@@ -3,7 +3,7 @@
 Source cards and the pictures shown after an answer's first citation of a source link to
 `#fr-view?n=&doc=&item=&q=` (`view_href`). A small script given to `launch(head=VIEWER_HEAD)`
 catches clicks on such links and writes the request into a hidden textbox (`#fr-view-request`),
-whose `input` event calls `view_source` and opens the right sidebar:
+whose `change` event calls `view_source` and opens the right sidebar:
 
 - a PDF page at full size (highlight.page_picture) with boxes over the question's words
   (highlight.page_boxes), and a link to the original at that page;
@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from .highlight import page_boxes, page_picture, question_words, text_window
-from .items import Hit, Item, format_timestamp
+from .items import Hit, Item, format_timestamp, plural
 
 VIEW_PREFIX = "#fr-view?"
 REQUEST_ID = "fr-view-request"
@@ -70,11 +70,12 @@ document.addEventListener("click", function (event) {
 
 
 def file_url(path: str | Path) -> str:
-    """As ui_render.file_url (which imports this module): a local file through Gradio's file route."""
+    """URL of a local file, served by Gradio's file route (only under launch's allowed_paths)."""
     return "gradio_api/file=" + quote(str(Path(path).resolve()), safe="/")
 
 
 def escape(text: Any) -> str:
+    """`str(text)` safe inside HTML text and attribute values."""
     return html.escape(str(text), quote=True)
 
 
@@ -178,23 +179,25 @@ def _words_note(words: Sequence[str], found: int, place: str, marked: Sequence[s
         return f"None of the question's words ({escape(', '.join(words))}) are on this {place}."
     marked = [word for word in words if word in set(marked)] or list(words)
     missing = [word for word in words if word not in marked]
-    return (f"{found} place{'s' if found != 1 else ''} marked for: {escape(', '.join(marked))}"
+    return (f"{plural(found, 'place')} marked for: {escape(', '.join(marked))}"
             + (f" (not on this {place}: {escape(', '.join(missing))})." if missing else "."))
+
+
+def _stored_page(item: Item, where: str) -> str:
+    """The page as it was indexed (its stored picture, else its thumbnail), without highlights."""
+    stored = str(item.images[0]) if item.images else item.thumbnail
+    return f'<div class="fr-page"><img alt="{escape(where)}" src="{escape(file_url(stored))}"></div>' if stored else ""
 
 
 def _pdf_page(item: Item, original: Path | None, words: Sequence[str], folder: Path) -> tuple[str, str, str]:
     where = f"page {item.page}"
     if original is None or not item.page:  # the original is gone: the page as it was indexed
-        stored = _preview(item) if not item.images else str(item.images[0])
-        body = f'<div class="fr-page"><img alt="{escape(where)}" src="{escape(file_url(stored))}"></div>' if stored else ""
-        return body, where, "The original file is not kept: this is the page as it was indexed."
+        return _stored_page(item, where), where, "The original file is not kept: this is the page as it was indexed."
     try:
         picture = page_picture(original, item.page, folder)
         boxes = page_boxes(original, item.page, words)
     except Exception as error:  # noqa: BLE001 - a damaged or changed file: say so, show the stored page
-        stored = str(item.images[0]) if item.images else item.thumbnail
-        body = f'<div class="fr-page"><img alt="{escape(where)}" src="{escape(file_url(stored))}"></div>' if stored else ""
-        return body, where, escape(f"The page could not be rendered again ({error}).")
+        return _stored_page(item, where), where, escape(f"The page could not be rendered again ({error}).")
     marks = "".join(
         f'<span class="fr-hl" title="{escape(box.word)}" style="left:{box.x0 * 100:.3f}%;top:{box.y0 * 100:.3f}%;'
         f'width:{(box.x1 - box.x0) * 100:.3f}%;height:{(box.y1 - box.y0) * 100:.3f}%"></span>' for box in boxes)
