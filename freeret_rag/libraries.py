@@ -250,8 +250,8 @@ class DemoSessions:
 
     def sweep(self) -> list[str]:
         """Remove the sessions unused for longer than the TTL, and those ended `grace_s` ago, unless
-        a request of theirs still runs; then the folders no live session owns (left by a request
-        that ran on after its session went). The sessions removed."""
+        a request of theirs still runs. The sessions removed. In memory but for the removals: cheap
+        enough for every request (ui_users.Users.view)."""
         now = self.clock()
         with self._lock:
             expired = [session for session, seen in self._seen.items()
@@ -264,10 +264,11 @@ class DemoSessions:
                 self._cookies.pop(session, None)
         for session in expired:
             self._remove(session)
-        self._remove_orphans()
         return expired
 
-    def _remove_orphans(self) -> None:
+    def remove_orphans(self) -> None:
+        """Remove the folders no live session owns (left by a writer that ran on after its session
+        went). Lists the folder: for the periodic sweep (ui_users.Users._sweeper), not every request."""
         with self._lock:  # held while removing: a session that comes back meanwhile waits in `touch`
             owned = {session_folder(session) for session in self._seen}
             try:

@@ -149,7 +149,8 @@ class Users:
         self.registry.drop("demo:" + session)
 
     def _sweeper(self) -> None:
-        """Every so often: demo sessions past their TTL removed, libraries idle for long closed."""
+        """Every so often: demo sessions past their TTL or grace time removed, folders of no session
+        removed, libraries idle for long closed."""
         soonest = min(self.sessions.ttl_s, self.sessions.grace_s or self.sessions.ttl_s) if self.sessions else 240.0
         period = min(60.0, max(1.0, soonest / 4))
         stop = threading.Event()
@@ -157,6 +158,7 @@ class Users:
             try:
                 if self.sessions is not None:
                     self.sessions.sweep()
+                    self.sessions.remove_orphans()
                 self.registry.close_idle(IDLE_CLOSE_S)
             except Exception:  # noqa: BLE001 - the next round tries again
                 log.exception("sweeping demo sessions and idle libraries")
