@@ -93,6 +93,16 @@ def test_page_picture_is_the_page_at_full_size_and_made_once(guide, tmp_path):
     assert page_picture(guide, 1, folder, zoom=2.0) != picture
     with pytest.raises(ValueError):
         page_picture(guide, 9, folder)
+    # the file changes (its page 2 is now wider): the page is rendered anew, never the old picture
+    doc = pymupdf.open()
+    doc.new_page(width=420, height=300)
+    doc.new_page(width=500, height=300)
+    doc.save(tmp_path / "changed.pdf")
+    doc.close()
+    (tmp_path / "changed.pdf").replace(guide)
+    again = page_picture(guide, 2, folder, zoom=2.0)
+    with Image.open(again) as image:
+        assert again != picture and image.size == (1000, 600)
 
 
 def test_mark_words_escapes_and_marks_inside_longer_words():

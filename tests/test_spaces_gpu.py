@@ -163,3 +163,7 @@ def test_the_durations_asked_are_kept_for_the_latest_calls_only(fake_spaces):
     for _ in range(DURATIONS_KEPT + 5):
         engine.embed_query("q")
     assert len(engine.durations) == DURATIONS_KEPT and len(fake_spaces) == DURATIONS_KEPT + 5
+    assert DURATIONS_KEPT == 1000  # the figure the change promised, written out (not 0: nothing kept)
+    engine.write_query("item", 4000)  # 5 + 10 + 4000 x 0.05 = 215: the newest is kept, the oldest goes
+    assert len(engine.durations) == 1000 and list(engine.durations)[-1] == ("write_query", 215)
+    assert list(engine.durations)[:-1] == [("query", 15)] * 999

@@ -244,10 +244,19 @@ def test_source_card_shows_the_models_words_escaped_and_the_final_score():
     assert "<td>final (blend)</td><td>0.500</td>" in card
 
 
-def test_the_header_says_where_the_model_runs():
+def test_the_header_says_where_the_model_runs(make_app, tmp_path):
     """On one's own machine "on this machine"; with logins or a public demo, the server's."""
     from freeret_rag.ui_render import header
 
     assert "on this machine." in header("T", "") and "on this server" not in header("T", "")
     assert "on this server." in header("T", "", shared_server=True)
     assert "on this machine" not in header("T", "", shared_server=True)
+    # the app's page says so: alone on one's machine, and with logins (--auth: many users, one server)
+    from freeret_rag.ui import build_blocks
+
+    def shown(app) -> str:
+        config = build_blocks(app).get_config_file()
+        return next(c["props"]["value"] for c in config["components"] if c["props"].get("elem_id") == "fr-header")
+
+    assert "on this machine." in shown(make_app())
+    assert "on this server." in shown(make_app("--auth", "ann:pw", data_dir=tmp_path / "shared-server"))

@@ -98,6 +98,14 @@ def test_a_demo_tabs_megabyte_cap_refuses_the_file_that_goes_over(make_app, tmp_
     # left: (int(0.01 * 2**20) - 3600) / 2**20 = 0.006566...
     assert result.files[1].message == "this demo library holds at most 0.01 MB in all (0.00657 MB left)"
     assert [doc.source for doc in tab.documents()] == ["small.txt"]
+    # A later upload counts what the library already keeps: 7020 bytes alone fit, 3600 + 7020 do not.
+    medium = tmp_path / "medium.txt"
+    medium.write_text("Moles dig long tunnels under lawns.\n" * 195)  # 36 x 195 = 7020 bytes
+    assert medium.stat().st_size == 7020 < int(0.01 * 2**20) < 3600 + 7020
+    *_, result = demo.for_request(FakeRequest(session_hash="tab-2")).ingest([str(medium)])
+    assert [(s.name, s.state, s.message) for s in result.files] == [
+        ("medium.txt", "skipped", "this demo library holds at most 0.01 MB in all (0.00657 MB left)")]
+    assert [doc.source for doc in tab.documents()] == ["small.txt"]
 
 
 def test_a_demo_tabs_sample_library_on_a_chroma_server_holds_only_the_samples(server, make_app, tmp_path,

@@ -151,6 +151,9 @@ def test_clicking_a_source_card_or_an_inline_picture_opens_the_cited_page(served
         assert viewer_state(page)["boxes"] == on_page[2]
         shot = screenshot(page, "14-inline-picture")
         assert not [u for u in page.requests if "#fr-view" in u]  # the links never left the page
+        # ... nor changed its address: the script caught the clicks (a followed "#fr-view?" link
+        # would only change the fragment, which requests nothing)
+        assert page.evaluate("() => location.href") == url
     if os.environ.get("FREERET_SCREENSHOTS", "1") != "0":  # the README's picture of part 4
         shutil.copyfile(shot, REPO_ROOT / "assets" / "screenshots" / "answer-pictures.png")
 
