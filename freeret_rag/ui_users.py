@@ -21,12 +21,14 @@ the session id); the shared and sample libraries' files to everyone.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import dataclasses
 import logging
 import os
 import shutil
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,19 @@ def browser_cookie(request: Any) -> str | None:
     return parse_cookies(header).get(DEMO_COOKIE) if header else None
 
 
+STOP_WAIT_S = 60.0  # at exit, how long the sample library's indexing may take to finish its batch
+_RUNNING: "weakref.WeakSet[Users]" = weakref.WeakSet()  # apps whose background indexing stops at exit
+
+
+@atexit.register
+def _stop_background_indexing() -> None:
+    """At interpreter exit: stop the sample library's indexing and wait for it. Left running, its
+    thread would be in the model's native code when Python finalises, which aborts the process
+    ("terminate called without an active exception", exit status 134)."""
+    for users in list(_RUNNING):
+        users.stop_background()
+
+
 class Users:
     """The per-user (or per-session) libraries of one app (see the module's docstring)."""
 
@@ -68,11 +83,15 @@ class Users:
         self.with_samples: set[str] = set()  # demo sessions that asked for the sample library
         self._samples: Any = None
         self._samples_lock = threading.Lock()
+        self._stopping = threading.Event()  # set at exit: the sample library's indexing stops
+        self._indexing: threading.Thread | None = None
         if self.mode == "demo":
             self.sessions = DemoSessions(self.data_dir / "demo", config.demo_ttl_minutes * 60,
                                          on_remove=self._session_gone, grace_s=config.demo_grace_seconds,
                                          busy=lambda session: self.registry.held("demo:" + session) > 0)
-            threading.Thread(target=self._prepare_samples, name="freeret-samples", daemon=True).start()
+            self._indexing = threading.Thread(target=self._prepare_samples, name="freeret-samples", daemon=True)
+            _RUNNING.add(self)
+            self._indexing.start()
         if self.many:
             threading.Thread(target=self._sweeper, name="freeret-sweep", daemon=True).start()
 
@@ -193,11 +212,19 @@ class Users:
                             shutil.copyfile(source, target)
                 library = self.app.open_library(folder, database=self._database("samples"), read_only=True)
                 if not library.needs_reindex:
-                    report = library.add([files])
+                    report = library.add([files], cancel=self._stopping)
                     for skipped in report.skipped:
                         log.warning("sample %s not indexed: %s", skipped.path, skipped.reason)
                 self._samples = library
             return self._samples
+
+    def stop_background(self, wait_s: float = STOP_WAIT_S) -> bool:
+        """Stop the sample library's indexing at its next batch and wait for it (at most `wait_s`).
+        Whether it is no longer running."""
+        self._stopping.set()
+        if self._indexing is not None and self._indexing.is_alive():
+            self._indexing.join(wait_s)
+        return self._indexing is None or not self._indexing.is_alive()
 
     def _prepare_samples(self) -> None:
         """Index the sample library at start-up, so that its button answers at once."""

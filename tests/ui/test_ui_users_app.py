@@ -150,3 +150,25 @@ def test_a_demo_tab_closed_during_its_upload_leaves_nothing_on_disk(make_app, tm
     demo.users.sessions.sweep()
     assert not demo.users.sessions.live("tab-4")
     assert not folder.exists(), sorted(str(p.relative_to(folder)) for p in folder.rglob("*.txt"))
+
+
+def test_at_exit_the_sample_librarys_indexing_stops_at_its_next_batch_and_is_waited_for(make_app, tmp_path,
+                                                                                        monkeypatch):
+    """Left running at exit, the start-up indexing of the sample library would be in the model's
+    native code while Python finalises, which aborts the process (exit status 134): the exit hook
+    stops it at its next batch and waits for it."""
+    from freeret_rag import ui_users
+    from freeret_rag.ui_users import Users
+
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for number in range(40):
+        (samples / f"note-{number:02d}.txt").write_text(f"Note {number}: the heron fishes at dawn.\n" * 30)
+    monkeypatch.setattr(Users.__init__, "__defaults__", (samples,))
+    demo = make_app("--demo", data_dir=tmp_path / "demo-data")
+    users = demo.users
+    assert users._indexing.is_alive() and users in ui_users._RUNNING
+    ui_users._stop_background_indexing()  # what the interpreter runs at exit
+    assert not users._indexing.is_alive()
+    indexed = users._samples.documents() if users._samples is not None else []
+    assert len(indexed) < 40  # stopped, not run to the end
