@@ -56,13 +56,14 @@ class ChromaServer:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=30)
 
-    def rows(self) -> int:
-        """Rows in every collection of this app (0 before the first is created)."""
+    def committed(self) -> int:
+        """Committed rows (items of complete documents) in every index of this app (0 before the first
+        is created). An item is written first and flipped to complete when its document is done."""
         import chromadb
 
         client = chromadb.HttpClient(host="127.0.0.1", port=self.port)
-        return sum(client.get_collection(c.name).count() for c in client.list_collections()
-                   if c.name.startswith("freeret-"))
+        return sum(len(client.get_collection(c.name).get(where={"complete": True}, include=[])["ids"])
+                   for c in client.list_collections() if c.name.startswith("freeret-"))
 
 
 @pytest.fixture()
@@ -100,7 +101,7 @@ def test_the_cli_says_one_line_when_the_server_dies_mid_ingest_and_resumes_when_
 
     adding = cli(*location, "add", str(src), model=model)
     deadline = time.time() + 240
-    while server.rows() < 3:  # a few notes are in: indexing is under way
+    while server.committed() < 3:  # a few notes are in (one item each): indexing is under way
         assert adding.poll() is None, adding.communicate()
         assert time.time() < deadline, "indexing did not start"
         time.sleep(0.1)
